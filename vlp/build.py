@@ -1,0 +1,46 @@
+"""Turning a composed config into objects. Only the entry points (and tests) call this with a whole cfg.
+
+Sizes that must agree are read from built objects here, never copied between config groups: the text
+tower's vocabulary from the tokenizer, the image size and normalisation from the vision tower, and the
+heads' widths from the model (``model.dims``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from vlp.model.vlp import VLPModel
+from vlp.system import VLPSystem
+
+
+@dataclass
+class Run:
+    datamodule: pl.LightningDataModule
+    system: VLPSystem
+
+
+def build_model(cfg: DictConfig, vocab_size: int) -> VLPModel:
+    return instantiate(cfg.model, text={"vocab_size": vocab_size})
+
+
+def build_run(cfg: DictConfig) -> Run:
+    datamodule = instantiate(cfg.data)
+    model = build_model(cfg, vocab_size=len(datamodule.tokenizer))
+    datamodule.set_image_config(model.vision.image_size, model.vision.mean, model.vision.std)
+    objectives = {name: factory(dims=model.dims) for name, factory in instantiate(cfg.objectives).items()}
+    evaluators = dict(instantiate(cfg.get("evaluators") or {}))
+    system = instantiate(cfg.system, model=model, objectives=objectives, evaluators=evaluators)
+    return Run(datamodule=datamodule, system=system)
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

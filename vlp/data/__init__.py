@@ -1,0 +1,1 @@
+"""Data: the synthetic benchmark, converters to webdataset shards, and the training pipeline."""

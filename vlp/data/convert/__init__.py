@@ -1,0 +1,1 @@
+"""Converters from official dataset files to vlp shards (one module per source format)."""

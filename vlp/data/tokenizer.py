@@ -1,0 +1,67 @@
+"""vlp-tokenizer: train a small WordPiece tokenizer on a caption corpus, offline.
+
+The demo and the tests cannot download a tokenizer, so they train one on the synthetic captions with
+the `tokenizers` library and save it as a HF ``PreTrainedTokenizerFast`` folder; the training run then
+loads it with ``AutoTokenizer.from_pretrained(folder)``, the same call a hub name goes through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A BERT-style (lower-cased, [CLS] ... [SEP]) WordPiece tokenizer trained on ``texts``."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def karpathy_train_captions(karpathy_json: Path) -> list[str]:
+    """Raw captions of the Karpathy train (+restval) split: never fit the tokenizer on evaluation text."""
+    images = json.loads(Path(karpathy_json).read_text())["images"]
+    return [
+        s["raw"] for image in images if image.get("split") in ("train", "restval") for s in image["sentences"]
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="vlp-tokenizer", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--karpathy-json", type=Path, required=True, help="captions to train on (train split)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for the saved tokenizer")
+    parser.add_argument("--vocab-size", type=int, default=1000)
+    args = parser.parse_args(argv)
+    tokenizer = train_wordpiece(karpathy_train_captions(args.karpathy_json), args.vocab_size)
+    tokenizer.save_pretrained(args.out)
+    print(f"vlp-tokenizer: {len(tokenizer)} tokens saved to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

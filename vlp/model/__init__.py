@@ -1,0 +1,1 @@
+"""Model towers (vision, text), fusion encoders and the VLPModel that holds them."""

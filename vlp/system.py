@@ -1,0 +1,128 @@
+"""VLPSystem: the LightningModule that trains a VLPModel with a weighted sum of objectives.
+
+It holds no architecture: it receives the model, the objectives and the evaluators, built by the entry
+point from the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torchmetrics import MeanMetric
+
+from vlp.model.vlp import VLPModel
+from vlp.objectives.base import Objective
+from vlp.optim import weight_decay_groups
+from vlp.types import Batch
+
+OptimizerFactory = Callable[..., Optimizer]  # called with param groups
+SchedulerFactory = Callable[..., Any]  # called with (optimizer, total_steps=...)
+
+
+class VLPSystem(pl.LightningModule):
+    """Args:
+    model: the VLPModel being trained.
+    objectives: name -> Objective; logged as ``{stage}/{name}/{metric}``.
+    optimizer: e.g. ``functools.partial(torch.optim.AdamW, lr=1e-4)``; gets the param groups.
+    scheduler: e.g. ``functools.partial(vlp.optim.warmup_cosine, warmup_steps=100)``; gets
+        ``total_steps`` from the Trainer. Stepped every optimizer step.
+    evaluators: name -> evaluator with ``update(batch, encoded, model)``, ``compute()``, ``reset()``.
+    weight_decay: applied to weights, never to biases and norms.
+    """
+
+    def __init__(
+        self,
+        model: VLPModel,
+        objectives: dict[str, Objective],
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        evaluators: dict[str, Any] | None = None,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if not objectives:
+            raise ValueError("objectives is empty: select at least one, e.g. objectives=[itc,itm,mlm]")
+        self.model = model
+        self.objectives = nn.ModuleDict(objectives)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.evaluators = dict(evaluators or {})
+        self.weight_decay = weight_decay
+        # One running weighted mean per logged key, created on first use; Lightning reduces them
+        # across ranks at epoch end (sum of weighted values / sum of weights, so exact).
+        self.running_means = nn.ModuleDict()
+
+    def _log_mean(self, key: str, value: Tensor, weight: Tensor | int, stage: str) -> None:
+        slot = key.replace("/", "__")  # ModuleDict keys may not contain dots or slashes
+        if slot not in self.running_means:
+            self.running_means[slot] = MeanMetric().to(self.device)
+        metric = self.running_means[slot]
+        weight = torch.as_tensor(weight, dtype=torch.float32, device=value.device)
+        metric(value.detach().float(), weight)
+        self.log(
+            key, metric, on_step=stage == "train", on_epoch=True, metric_attribute=f"running_means.{slot}"
+        )
+
+    def _step(self, batch: Batch, stage: str) -> Tensor:
+        encoded = self.model.encode(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+        batch_size = batch["pixel_values"].shape[0]
+        total = torch.zeros((), device=self.device)
+        for name, objective in self.objectives.items():
+            output = objective(batch, encoded, self.model)
+            total = total + objective.weight * output.loss
+            self._log_mean(f"{stage}/{name}/loss", output.loss, batch_size, stage)
+            for metric, value in output.metrics.items():
+                weight = output.metric_weights.get(metric, batch_size)
+                self._log_mean(f"{stage}/{name}/{metric}", value, weight, stage)
+        self._log_mean(f"{stage}/loss", total, batch_size, stage)
+        if stage != "train":
+            for evaluator in self.evaluators.values():
+                evaluator.update(batch, encoded, self.model)
+        return total
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _start_evaluation(self) -> None:
+        for evaluator in self.evaluators.values():
+            evaluator.reset()
+
+    def _finish_evaluation(self, stage: str) -> None:
+        for name, evaluator in self.evaluators.items():
+            # compute() gathers across ranks, so every rank logs the same numbers: no further sync.
+            for metric, value in evaluator.compute().items():
+                self.log(f"{stage}/{name}/{metric}", value, sync_dist=False)
+            evaluator.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        groups = weight_decay_groups(self, weight_decay=self.weight_decay)
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,73 @@
+"""The contracts between pipeline stages: what the data gives the model, and what flows after it.
+
+A batch is a plain ``dict[str, Tensor]`` with HF-style keys, made by the data pipeline:
+
+- ``pixel_values [B, 3, H, W]``, ``input_ids [B, L]``, ``attention_mask [B, L]``: one caption per image;
+- ``mlm_input_ids [B, L]``, ``mlm_labels [B, L]``: the same caption with MLM masking (-100 = not masked);
+- ``image_id [B]``: integer id of the image, so that objectives can tell true negatives from other
+  captions of the same image;
+- evaluation batches may add ``retrieval_input_ids [T, L]``, ``retrieval_attention_mask [T, L]`` and
+  ``retrieval_text_image [T]`` (index into the batch) holding *all* captions of the batch's images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+Batch = dict[str, Tensor]
+
+
+@dataclass
+class ImageEncoding:
+    tokens: Tensor  # [B, N, Dv] patch (and class) tokens from the vision tower
+    embedding: Tensor  # [B, E] L2-normalised projection used for contrastive scores
+
+
+@dataclass
+class TextEncoding:
+    tokens: Tensor  # [B, L, Dt] token states from the text tower
+    attention_mask: Tensor  # [B, L] 1 = real token
+    embedding: Tensor  # [B, E] L2-normalised projection of the first ([CLS]) token
+
+
+@dataclass
+class Encoded:
+    """Unimodal encodings of a batch, computed once per step and shared by all objectives."""
+
+    image: ImageEncoding
+    text: TextEncoding
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Sizes that heads and objectives must agree with, read from the built model."""
+
+    vision_width: int
+    text_width: int
+    fusion_width: int
+    embed_dim: int
+    vocab_size: int
+
+
+@dataclass
+class ObjectiveOutput:
+    """What an objective returns: its unweighted loss and batch metrics (scalars).
+
+    ``metric_weights[name]`` is the number of items a metric averages over in this batch (masked tokens,
+    pairs, ...); metrics without a weight count once per batch element.
+    """
+
+    loss: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+    metric_weights: dict[str, Tensor | int] = field(default_factory=dict)
+
+    def detached_metrics(self) -> dict[str, Tensor]:
+        return {name: value.detach() for name, value in self.metrics.items()}
+
+
+def zero_loss(reference: Tensor) -> Tensor:
+    """A zero that keeps the graph connected (DDP needs every parameter to get a gradient)."""
+    return reference.sum() * 0.0 if reference.requires_grad else torch.zeros((), device=reference.device)
