@@ -92,19 +92,22 @@ def write_split(
     """Write samples (webdataset dicts with ``__key__``) as ``<split>-NNNNNN.tar`` shards.
 
     Shards are first written under a temporary prefix and renamed at the end, so that a re-run over an
-    existing output replaces it instead of adding to it. The caller writes the returned index last
+    existing output replaces it (and keeps it until the new shards are complete) instead of adding to it. The caller writes the returned index last
     (after adding what it counted), so an interrupted run leaves no index behind.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.tar"):
-        stale.unlink()
-    (folder / INDEX_FILE).unlink(missing_ok=True)
+    for leftover in folder.glob(f".partial-{split}-*.tar"):  # from an earlier, interrupted run
+        leftover.unlink()
     pattern = str(folder / f".partial-{split}-%06d.tar")
     count = 0
     with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0) as writer:
         for sample in samples:
             writer.write(sample)
             count += 1
+    # Only now that the new shards are complete does the old output go.
+    (folder / INDEX_FILE).unlink(missing_ok=True)
+    for stale in folder.glob(f"{split}-*.tar"):
+        stale.unlink()
     shards = []
     for partial in sorted(folder.glob(f".partial-{split}-*.tar")):
         final = folder / partial.name.removeprefix(".partial-")

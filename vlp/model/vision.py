@@ -28,12 +28,12 @@ class TimmVisionEncoder(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.backbone = timm.create_model(
+        self.backbone = _create_backbone(
             name,
+            image_size,
             pretrained=pretrained,
             checkpoint_path=checkpoint_path or "",
             num_classes=0,
-            img_size=image_size,
             **(model_kwargs or {}),
         )
         self.image_size = image_size
@@ -53,3 +53,14 @@ class TimmVisionEncoder(nn.Module):
         elif features.ndim != 3:
             raise ValueError(f"timm model gives features of shape {tuple(features.shape)}, not tokens")
         return features, pooled
+
+
+def _create_backbone(name: str, image_size: int, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with ``img_size`` for the models that have one (transformers size their
+    position embeddings from it); convnets take any size and reject the argument, so retry without."""
+    try:
+        return timm.create_model(name, img_size=image_size, **kwargs)
+    except TypeError as error:
+        if "img_size" not in str(error):
+            raise
+        return timm.create_model(name, **kwargs)

@@ -1,0 +1,74 @@
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from vlp.model.fusion import CrossAttentionFusion
+from vlp.model.text import HFTextEncoder
+from vlp.model.vision import TimmVisionEncoder
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "tokens"),
+    [
+        ("vit_tiny_patch16_224", {"patch_size": 8, "depth": 1}, 16 + 1),  # 4x4 patches + class token
+        ("resnet18", {}, 1),  # 32 px / stride 32 = a 1x1 feature map
+        ("convnext_atto", {}, 1),
+    ],
+)
+def test_any_timm_model_gives_tokens_and_a_pooled_vector(name, kwargs, tokens):
+    encoder = TimmVisionEncoder(name, image_size=32, model_kwargs=kwargs)
+    token_states, pooled = encoder(torch.randn(2, 3, 32, 32))
+    assert token_states.shape == (2, tokens, encoder.width)
+    assert pooled.shape == (2, encoder.width)
+    assert len(encoder.mean) == len(encoder.std) == 3
+
+
+def test_text_encoder_loads_a_local_pretrained_folder(tmp_path):
+    config = BertConfig(
+        vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    saved = BertModel(config, add_pooling_layer=False)
+    saved.save_pretrained(tmp_path)  # the same code path as a hub name, without the network
+    encoder = HFTextEncoder(
+        vocab_size=30, name_or_path=str(tmp_path), model_kwargs={"add_pooling_layer": False}
+    )
+    ids = torch.tensor([[2, 7, 9, 3]])
+    mask = torch.ones_like(ids)
+    expected = saved.eval()(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(encoder.eval()(ids, mask), expected)
+    with pytest.raises(ValueError, match="vocab_size 30 but the tokenizer has 31"):
+        HFTextEncoder(vocab_size=31, name_or_path=str(tmp_path))
+
+
+def test_text_encoder_from_config_needs_a_model_type():
+    with pytest.raises(ValueError, match="model_type"):
+        HFTextEncoder(vocab_size=10, config={"hidden_size": 16})
+    encoder = HFTextEncoder(
+        vocab_size=10,
+        config={"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2},
+    )
+    assert encoder.width == 16 and encoder.encoder.config.vocab_size == 10
+
+
+def test_fusion_ignores_padding_and_looks_at_the_image():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(text_width=16, image_width=24, num_layers=2, num_heads=2).eval()
+    text = torch.randn(1, 5, 16)
+    image = torch.randn(1, 7, 24)
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    fused = fusion(text, mask, image)
+    changed_padding = text.clone()
+    changed_padding[0, 3:] = 100.0
+    assert torch.allclose(fusion(changed_padding, mask, image)[0, :3], fused[0, :3], atol=1e-5)
+    assert not torch.allclose(fusion(text, mask, torch.randn(1, 7, 24))[0, 0], fused[0, 0])
+
+
+def test_model_encodes_and_fuses(tiny_model):
+    pixels = torch.randn(3, 3, 64, 64)
+    ids = torch.randint(5, 50, (3, 6))
+    encoded = tiny_model.encode(pixels, ids, torch.ones_like(ids))
+    assert encoded.image.embedding.shape == encoded.text.embedding.shape == (3, tiny_model.dims.embed_dim)
+    assert torch.allclose(encoded.image.embedding.norm(dim=-1), torch.ones(3))
+    fused = tiny_model.fuse(encoded.text.tokens, encoded.text.attention_mask, encoded.image.tokens)
+    assert fused.shape == (3, 6, tiny_model.dims.fusion_width)

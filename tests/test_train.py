@@ -1,0 +1,66 @@
+"""vlp-train end to end on the tiny shards, through the installed console script."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+VLP_TRAIN = str(Path(sys.executable).with_name("vlp-train"))
+
+
+def vlp_train(synth_data, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    command = [VLP_TRAIN, f"data_dir={synth_data.root}", f"hydra.run.dir={run_dir}", "data.num_workers=0",
+               "trainer.enable_progress_bar=false", *overrides]  # fmt: skip
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_fast_dev_run_wires_up_the_whole_run(synth_data, tmp_path):
+    vlp_train(synth_data, tmp_path, "debug=fast_dev_run", "data.batch_size=8", "data.eval_batch_size=8")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("val/itc/loss", "val/itm/acc", "val/mlm/acc", "val/mlm/majority_acc", "val/retrieval/img_r5"):
+        assert key in metrics
+    assert (tmp_path / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_a_short_run_writes_checkpoints_resolved_config_and_metrics(synth_data, tmp_path):
+    result = vlp_train(
+        synth_data, tmp_path, "debug=limit", "data.batch_size=8", "data.eval_batch_size=8",
+        "trainer.max_epochs=2", "trainer.limit_val_batches=1.0", "system.scheduler.warmup_steps=2",
+    )  # fmt: skip
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and len(checkpoints) == 2  # last + best by the monitored metric
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["data"]["root"] == str(synth_data.root / "synth" / "shards")  # interpolations resolved
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert all(key.startswith("val/") for key in metrics)
+    assert 0.0 <= metrics["val/retrieval/r_mean"] <= 100.0
+    assert metrics["val/retrieval/num_images"] == 20  # every val image, once
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert "validated the best checkpoint" in result.stderr + result.stdout
+
+
+def test_the_task_function_returns_the_monitored_metric(synth_data, tmp_path, monkeypatch):
+    """Hydra sweepers (e.g. Optuna) optimise what the task function returns."""
+    from tests.conftest import compose_train_config
+    from vlp import train as train_module
+
+    monkeypatch.setattr(train_module, "train", lambda cfg: {"val/retrieval/r_mean": 12.5, "val/loss": 3.0})
+    task = train_module.main.__wrapped__  # the function under @hydra.main
+    assert task(compose_train_config([f"run_dir={tmp_path}"])) == 12.5
+    assert task(compose_train_config([f"run_dir={tmp_path}", "monitor=val/loss"])) == 3.0
+    assert task(compose_train_config([f"run_dir={tmp_path}", "monitor=val/nothing"])) is None
+
+
+def test_a_wrong_config_key_fails_with_a_one_line_reason(synth_data, tmp_path):
+    command = [VLP_TRAIN, f"data_dir={synth_data.root}", f"hydra.run.dir={tmp_path}", "trainer.max_epoch=1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "max_epoch" in result.stderr and "Traceback" not in result.stderr
