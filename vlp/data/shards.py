@@ -92,8 +92,9 @@ def write_split(
     """Write samples (webdataset dicts with ``__key__``) as ``<split>-NNNNNN.tar`` shards.
 
     Shards are first written under a temporary prefix and renamed at the end, so that a re-run over an
-    existing output replaces it (and keeps it until the new shards are complete) instead of adding to it. The caller writes the returned index last
-    (after adding what it counted), so an interrupted run leaves no index behind.
+    existing output replaces it (keeping it until the new shards are complete) instead of adding to it.
+    The caller writes the returned index last (after adding what it counted), so an interrupted run
+    leaves no index behind.
     """
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in folder.glob(f".partial-{split}-*.tar"):  # from an earlier, interrupted run

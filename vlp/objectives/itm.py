@@ -41,6 +41,8 @@ class ImageTextMatching(Objective):
     Args:
         hard_negatives: sample negatives in proportion to contrastive similarity (else uniformly).
         sampling_temperature: the softmax temperature for hard-negative sampling.
+        pooling: ``cls`` reads the fused first token (ALBEF); ``mean`` averages the fused states of all real
+            tokens, each of which has looked at the image for its own word (learns faster from scratch).
     """
 
     def __init__(
@@ -49,10 +51,20 @@ class ImageTextMatching(Objective):
         weight: float = 1.0,
         hard_negatives: bool = True,
         sampling_temperature: float = 0.07,
+        pooling: str = "cls",
     ) -> None:
         super().__init__(weight)
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"objectives.itm.pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.pooling = pooling
         self.head = nn.Linear(dims.fusion_width, 2)
         self.temperature = sampling_temperature if hard_negatives else None
+
+    def _pool(self, fused: Tensor, mask: Tensor) -> Tensor:
+        if self.pooling == "cls":
+            return fused[:, 0]
+        weights = mask.to(fused.dtype).unsqueeze(-1)
+        return (fused * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
         image, text = encoded.image, encoded.text
@@ -66,7 +78,7 @@ class ImageTextMatching(Objective):
         )
         image_tokens = torch.cat([image.tokens, image.tokens[image_rows], image.tokens[negative_images]])
         fused = model.fuse(text_tokens, text_mask, image_tokens)
-        logits = self.head(fused[:, 0])
+        logits = self.head(self._pool(fused, text_mask))
         positives = image.tokens.shape[0]
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         labels[:positives] = 1

@@ -1,0 +1,100 @@
+"""`make demo`: synthetic captions -> shards -> tokenizer -> pretrain a tiny ALBEF-style model on the CPU
+-> zero-shot retrieval on the synthetic val split, printed as a table against chance.
+
+Each data step is skipped when its output already exists, so a second `make demo` goes straight to
+training. Extra arguments are passed on to vlp-train, e.g. `python scripts/demo.py trainer.max_epochs=1`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from vlp.data.convert.cli import main as vlp_shards
+from vlp.data.shards import INDEX_FILE
+from vlp.data.synthetic import main as vlp_synth
+from vlp.data.tokenizer import main as vlp_tokenizer
+
+console = Console()
+
+
+def prepare_data(data_dir: Path) -> None:
+    synth = data_dir / "synth"
+    karpathy_json = synth / "raw" / "dataset_coco.json"
+    if not karpathy_json.is_file():
+        console.rule("vlp-synth")
+        vlp_synth(["--out", str(synth / "raw"), "--n-train", "4000", "--n-val", "500", "--n-test", "500"])
+    if not all((synth / "shards" / split / INDEX_FILE).is_file() for split in ("train", "val", "test")):
+        console.rule("vlp-shards coco")
+        vlp_shards(["coco", "--karpathy-json", str(karpathy_json), "--image-root", str(synth / "raw"),
+                    "--out", str(synth / "shards"), "--shard-size", "500"])  # fmt: skip
+    if not (synth / "tokenizer" / "tokenizer.json").is_file():
+        console.rule("vlp-tokenizer")
+        vlp_tokenizer(["--karpathy-json", str(karpathy_json), "--out", str(synth / "tokenizer"),
+                       "--vocab-size", "1000"])  # fmt: skip
+
+
+def results_table(metrics: dict[str, float]) -> tuple[Table, bool]:
+    """The demo's claims, each measured against its chance level or baseline."""
+    num_images = metrics["val/retrieval/num_images"]
+    r5_chance = 100.0 * min(5.0, num_images) / num_images
+    mlm_baseline = metrics["val/mlm/majority_acc"]
+    rows = [
+        # (what, value, chance or baseline, target as a factor of it or absolute, passes)
+        ("ITM balanced accuracy (hard negatives)", metrics["val/itm/balanced_acc"], 0.5, ">= 0.75",
+         metrics["val/itm/balanced_acc"] >= 0.75),
+        ("ITM accuracy (1 positive : 2 negatives)", metrics["val/itm/acc"], 2 / 3, "", None),
+        ("MLM masked-token accuracy", metrics["val/mlm/acc"], mlm_baseline, ">= 1.5x baseline",
+         metrics["val/mlm/acc"] >= 1.5 * mlm_baseline),
+        ("text->image R@5 (%)", metrics["val/retrieval/img_r5"], r5_chance, ">= 10x chance",
+         metrics["val/retrieval/img_r5"] >= 10 * r5_chance),
+        ("text->image R@1 (%)", metrics["val/retrieval/img_r1"], 100.0 / num_images, "", None),
+        ("text->image R@10 (%)", metrics["val/retrieval/img_r10"], 100.0 * min(10.0, num_images) / num_images,
+         "", None),
+        ("image->text R@1 (%)", metrics["val/retrieval/txt_r1"], None, "", None),
+        ("image->text R@5 (%)", metrics["val/retrieval/txt_r5"], None, "", None),
+        ("image->text R@10 (%)", metrics["val/retrieval/txt_r10"], None, "", None),
+    ]  # fmt: skip
+    table = Table(title=f"synthetic val split: {int(num_images)} images, "
+                  f"{int(metrics['val/retrieval/num_texts'])} captions")  # fmt: skip
+    for column in ("metric", "value", "chance / baseline", "ratio", "target", ""):
+        table.add_column(column, justify="left" if column in ("metric", "target") else "right")
+    all_pass = True
+    for name, value, reference, target, passes in rows:
+        ratio = f"{value / reference:.1f}x" if reference else ""
+        mark = "" if passes is None else ("[green]pass[/green]" if passes else "[red]FAIL[/red]")
+        all_pass = all_pass and passes is not False
+        reference_text = "" if reference is None else f"{reference:.3f}"
+        table.add_row(name, f"{value:.3f}", reference_text, ratio, target, mark)
+    return table, all_pass
+
+
+def main() -> int:
+    started = time.monotonic()
+    data_dir = Path(os.environ.get("VLP_DATA_DIR", "data"))
+    prepare_data(data_dir)
+    run_dir = Path("outputs") / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    console.rule(f"vlp-train experiment=demo -> {run_dir}")
+    command = [str(Path(sys.executable).with_name("vlp-train")), "experiment=demo", f"data_dir={data_dir}",
+               f"hydra.run.dir={run_dir}", *sys.argv[1:]]  # fmt: skip
+    if subprocess.run(command).returncode != 0:
+        console.print(f"[red]vlp-train failed; its log is in {run_dir}[/red]")
+        return 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    table, all_pass = results_table(metrics)
+    console.print(table)
+    console.print(f"run directory: {run_dir} (metrics.json, config.yaml, checkpoints/, csv/)")
+    console.print(f"demo took {time.monotonic() - started:.0f} s")
+    return 0 if all_pass else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
