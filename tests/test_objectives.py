@@ -151,3 +151,14 @@ def test_mlm_without_masked_tokens_gives_a_connected_zero_loss(tiny_model):
     assert output.loss.item() == 0.0
     output.loss.backward()
     assert objective.head[0].weight.grad is not None
+
+
+def test_itm_mean_pooling_ignores_padding():
+    dims = type("Dims", (), {"fusion_width": 3})()
+    objective = ImageTextMatching(dims, pooling="mean")
+    fused = torch.tensor([[[1.0, 2.0, 3.0], [3.0, 4.0, 5.0], [100.0, 100.0, 100.0]]])
+    pooled = objective._pool(fused, torch.tensor([[1, 1, 0]]))
+    assert torch.equal(pooled, torch.tensor([[2.0, 3.0, 4.0]]))
+    assert torch.equal(ImageTextMatching(dims)._pool(fused, torch.tensor([[1, 1, 0]])), fused[:, 0])
+    with pytest.raises(ValueError, match="pooling"):
+        ImageTextMatching(dims, pooling="max")
