@@ -23,7 +23,8 @@ from vlp.data.shards import INDEX_FILE
 from vlp.data.synthetic import main as vlp_synth
 from vlp.data.tokenizer import main as vlp_tokenizer
 
-console = Console()
+# Wide enough for the results table when the output is a pipe or a CI log rather than a terminal.
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def prepare_data(data_dir: Path) -> None:
