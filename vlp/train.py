@@ -39,7 +39,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainer.fit(run.system, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
 
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoint = next(
+        (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None), None
+    )
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if trainer.fast_dev_run:  # it already validated one batch; checkpoints are off
         results = dict(trainer.callback_metrics)
