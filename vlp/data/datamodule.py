@@ -91,7 +91,7 @@ class CaptionDataModule(pl.LightningDataModule):
         return self.trainer.global_rank, self.trainer.world_size
 
     def steps_per_epoch(self, world_size: int) -> int:
-        """Optimizer-free step count: one pass over the train split's samples across all ranks."""
+        """Batches per rank in one epoch: one pass over the train split's samples across all ranks."""
         return max(1, math.ceil(self.index("train").num_samples / (self.batch_size * world_size)))
 
     def train_dataloader(self) -> DataLoader:
