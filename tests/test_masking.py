@@ -1,6 +1,6 @@
 import torch
 
-from vlp.data.pipeline import mask_tokens
+from vlp.data.collate import mask_tokens
 
 MASK_ID, VOCAB = 4, 1000
 

@@ -83,7 +83,7 @@ def test_bad_entries_are_skipped_counted_and_explained(damaged_copy, tmp_path, c
         ]
     )
     printed = capsys.readouterr().out
-    assert "val: 17 images" in printed
+    assert "val: 17 samples" in printed
     assert "skipped: 3" in printed
     for reason in ("missing image file: 1", "undecodable image: 1", "no usable caption: 1"):
         assert reason in printed

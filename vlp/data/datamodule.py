@@ -1,53 +1,110 @@
-"""LightningDataModule over caption shards: resampled training stream, exact evaluation passes."""
+"""LightningDataModules over vlp shards: captions (pretraining), retrieval, VQA and NLVR2.
+
+All of them share :class:`ShardDataModule`: shards from ``root/<split>/`` (written by ``vlp-shards``) or
+from webdataset urls, a training stream that is resampled (default; several datasets can be mixed with
+sampling weights) or exact-epoch, and evaluation passes that read every sample exactly once across ranks
+and workers (see vlp.data.pipeline). The subclasses only say how a sample is decoded and batched.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import timm.data
+import webdataset as wds
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from vlp.data.pipeline import CaptionCollator, caption_eval_pipeline, caption_train_pipeline
-from vlp.data.shards import SplitIndex
+from vlp.data.collate import CaptionCollator, NLVR2Collator, VQACollator, expand_questions
+from vlp.data.pipeline import (
+    BatchWithSkips,
+    DecodeOrSkip,
+    EveryNthSample,
+    MixedStreams,
+    ResampledShardStream,
+    SeededShuffle,
+    ShuffledShardPass,
+    SkipCounter,
+    shard_samples,
+)
+from vlp.data.samples import decode_caption_sample, decode_nlvr2_sample, decode_vqa_sample
+from vlp.data.shards import ANSWERS_FILE, SplitIndex
+
+# Mixed datasets have their own image ids; offsetting by dataset keeps "same image" checks (ITM
+# negatives) from matching e.g. COCO image 42 with web image 42.
+IMAGE_ID_OFFSET_BITS = 40
 
 
-class CaptionDataModule(pl.LightningDataModule):
-    """Image-caption pairs from ``root/<split>/`` shards written by ``vlp-shards``.
+@dataclass
+class ShardSource:
+    """One dataset's training shards: where they are, how many items they hold, how often to draw them."""
 
-    Image size and normalisation are not configured here: the entry point reads them from the built
-    vision tower and calls :meth:`set_image_config`, so that they cannot disagree with the model.
+    name: str
+    urls: list[str]
+    num_items: int  # what an epoch counts: images for captions, questions for VQA, rows for NLVR2
+    weight: float = 1.0
+
+
+def expand_urls(urls: str | list[str]) -> list[str]:
+    """Brace patterns (``shards-{000..099}.tar``), ``::``-separated lists, ``pipe:`` and http urls."""
+    if isinstance(urls, str):
+        return wds.shardlists.expand_urls(urls)
+    return [url for pattern in urls for url in wds.shardlists.expand_urls(str(pattern))]
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """Shared plumbing; subclasses define ``decode``, ``collate(train)`` and optionally ``expand``.
+
+    Args:
+        root: folder with one sub-folder per split (``index.json`` + shards), as vlp-shards writes.
+        tokenizer: HF tokenizer name or folder.
+        train_split / val_split / test_split: split folder names under ``root``; a list concatenates.
+        train_datasets: optional mix for training, ``name -> {root, split, weight}`` or
+            ``name -> {urls, num_samples, weight}`` (urls: local paths, brace patterns, ``pipe:``, http).
+            Replaces ``root/train_split`` for training; evaluation still reads ``root``.
+        resampled: True = infinite resampled stream with a fixed epoch length; False = exact epochs.
+        samples_per_epoch: epoch length in items; default = the items of the training data.
+        train_transform: keyword arguments for ``timm.data.create_transform`` at training time.
     """
+
+    item_name = "samples"
 
     def __init__(
         self,
-        root: str,
+        root: str | None,
         tokenizer: str,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 1,
         max_length: int = 40,
-        mlm_probability: float = 0.15,
         shuffle_buffer: int = 1000,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "test",
+        train_split: str | list[str] = "train",
+        val_split: str | list[str] = "val",
+        test_split: str | list[str] = "test",
+        train_datasets: dict[str, dict[str, Any]] | None = None,
+        resampled: bool = True,
+        samples_per_epoch: int | None = None,
         train_transform: dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else None
         self.tokenizer_path = tokenizer
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.max_length = max_length
-        self.mlm_probability = mlm_probability
         self.shuffle_buffer = shuffle_buffer
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.train_datasets = dict(train_datasets or {})
+        self.resampled = resampled
+        self.samples_per_epoch = samples_per_epoch
         # Passed to timm.data.create_transform; the defaults avoid flips and colour jitter, which would
         # contradict captions that say "left of" or "red".
         self.train_transform_kwargs = {"scale": (0.8, 1.0), "hflip": 0.0, "color_jitter": None}
@@ -55,7 +112,23 @@ class CaptionDataModule(pl.LightningDataModule):
         self.seed = seed
         self.image_config: dict[str, Any] = {}
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        if self.root is None and not self.train_datasets:
+            raise ValueError("data.root is not set: point it at a vlp-shards output folder")
 
+    # --- what subclasses define -------------------------------------------------------------------
+    decode: Callable[[dict[str, Any]], dict[str, Any]]
+
+    def collate(self, train: bool) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        raise NotImplementedError
+
+    def expand_stages(self, train: bool, rank: int) -> list[Any]:
+        """Stages between decoding and batching (VQA: one sample per question)."""
+        return []
+
+    def items_in(self, index: SplitIndex) -> int:
+        return index.num_samples
+
+    # --- shared plumbing ----------------------------------------------------------------------------
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
@@ -69,16 +142,59 @@ class CaptionDataModule(pl.LightningDataModule):
             "std": tuple(std),
         }
 
+    def _split_names(self, stage: str) -> list[str]:
+        split = self.splits[stage]
+        return [split] if isinstance(split, str) else list(split)
+
     def split_dir(self, stage: str) -> Path:
-        return self.root / self.splits[stage]
+        if self.root is None:
+            raise ValueError(f"data.root is not set, so there is no {stage} split to read")
+        return self.root / self._split_names(stage)[0]
 
     def index(self, stage: str) -> SplitIndex:
         return SplitIndex.read(self.split_dir(stage))
 
+    def _source_from_root(self, name: str, root: Path, splits: list[str], weight: float) -> ShardSource:
+        urls, items = [], 0
+        for split in splits:
+            index = SplitIndex.read(root / split)
+            urls += index.urls(root / split)
+            items += self.items_in(index)
+        return ShardSource(name=name, urls=urls, num_items=items, weight=weight)
+
+    def stage_source(self, stage: str) -> ShardSource:
+        if self.root is None:
+            raise ValueError(f"data.root is not set, so there is no {stage} split to read")
+        return self._source_from_root(stage, self.root, self._split_names(stage), 1.0)
+
+    def train_sources(self) -> list[ShardSource]:
+        if not self.train_datasets:
+            return [self.stage_source("train")]
+        sources = []
+        for name, spec in self.train_datasets.items():
+            spec = dict(spec)
+            weight = float(spec.get("weight", 1.0))
+            if "urls" in spec:
+                if not spec.get("num_samples"):
+                    raise ValueError(
+                        f"data.train_datasets.{name}: urls need num_samples (the epoch length is derived "
+                        "from it)"
+                    )
+                sources.append(ShardSource(name, expand_urls(spec["urls"]), int(spec["num_samples"]), weight))
+            elif "root" in spec:
+                split = spec.get("split", "train")
+                splits = [split] if isinstance(split, str) else list(split)
+                sources.append(self._source_from_root(name, Path(spec["root"]), splits, weight))
+            else:
+                raise ValueError(
+                    f"data.train_datasets.{name} needs either root (+ split) or urls + num_samples"
+                )
+        return sources
+
     def _transform(self, train: bool) -> Any:
         if not self.image_config:
             raise RuntimeError(
-                "CaptionDataModule.set_image_config must be called before building dataloaders"
+                f"{type(self).__name__}.set_image_config must be called before building dataloaders"
             )
         extra = self.train_transform_kwargs if train else {"crop_pct": 1.0}
         return timm.data.create_transform(
@@ -90,41 +206,73 @@ class CaptionDataModule(pl.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
+    def epoch_items(self) -> int:
+        return self.samples_per_epoch or sum(source.num_items for source in self.train_sources())
+
     def steps_per_epoch(self, world_size: int) -> int:
-        """Batches per rank in one epoch: one pass over the train split's samples across all ranks."""
-        return max(1, math.ceil(self.index("train").num_samples / (self.batch_size * world_size)))
+        """Batches per rank in one epoch: one pass over the training items across all ranks."""
+        return max(1, math.ceil(self.epoch_items() / (self.batch_size * world_size)))
+
+    def _batches_per_worker(self, world_size: int) -> int:
+        workers = max(1, self.num_workers)
+        if self.resampled:
+            return math.ceil(self.steps_per_epoch(world_size) / workers)
+        # Exact epochs: whole batches of each (rank, worker)'s share of the pass.
+        return max(1, self.epoch_items() // (self.batch_size * world_size * workers))
+
+    def _source_stages(
+        self, source: ShardSource, counter: SkipCounter, rank: int, world_size: int, offset: int
+    ) -> list[Any]:
+        if self.resampled:
+            stages = shard_samples(
+                ResampledShardStream(source.urls, f"{self.seed}/{source.name}", rank), counter
+            )
+        else:
+            stages = shard_samples(ShuffledShardPass(source.urls, self.seed), counter)
+            stages.append(EveryNthSample(rank, world_size))
+        stages.append(SeededShuffle(self.shuffle_buffer, self.seed, rank, name=f"shuffle-{source.name}"))
+        stages.append(DecodeOrSkip(self.decode, self._transform(train=True), counter, source.name, offset))
+        return stages + self.expand_stages(train=True, rank=rank)
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world()
-        index = self.index("train")
-        workers = max(1, self.num_workers)
-        batches_per_worker = math.ceil(self.steps_per_epoch(world_size) / workers)
-        collate = CaptionCollator(self.tokenizer, self.max_length, self.mlm_probability, train=True)
-        pipeline = caption_train_pipeline(
-            index.urls(self.split_dir("train")),
-            self._transform(train=True),
-            collate,
-            self.batch_size,
-            batches_per_worker,
-            self.shuffle_buffer,
-            self.seed,
-            rank,
-        )
+        sources = self.train_sources()
+        counter = SkipCounter()
+        if not self.resampled and len(sources) > 1:
+            if len({source.weight for source in sources}) > 1:
+                raise ValueError("resampled=false reads every dataset once per epoch: sampling weights need "
+                                 "resampled=true")  # fmt: skip
+            sources = [
+                ShardSource("train", [u for s in sources for u in s.urls], sum(s.num_items for s in sources))
+            ]
+        if len(sources) == 1:
+            stages = self._source_stages(sources[0], counter, rank, world_size, offset=0)
+        else:
+            streams = [
+                wds.DataPipeline(
+                    *self._source_stages(s, counter, rank, world_size, i << IMAGE_ID_OFFSET_BITS)
+                )
+                for i, s in enumerate(sources)
+            ]
+            stages = [MixedStreams(streams, [s.weight for s in sources], self.seed, rank)]
+        batches_per_worker = self._batches_per_worker(world_size)
+        pipeline = wds.DataPipeline(
+            *stages, BatchWithSkips(self.batch_size, self.collate(train=True), partial=False, counter=counter)
+        ).with_epoch(batches_per_worker)
         # Lightning reads the length for progress bars and the LR schedule; it is exact by construction.
-        pipeline = pipeline.with_length(batches_per_worker * workers)
+        pipeline = pipeline.with_length(batches_per_worker * max(1, self.num_workers))
         return self._loader(pipeline, persistent=True)
 
     def _eval_dataloader(self, stage: str) -> DataLoader:
         rank, world_size = self._rank_and_world()
-        index = self.index(stage)
-        collate = CaptionCollator(self.tokenizer, self.max_length, self.mlm_probability, train=False)
-        pipeline = caption_eval_pipeline(
-            index.urls(self.split_dir(stage)),
-            self._transform(train=False),
-            collate,
-            self.eval_batch_size,
-            rank,
-            world_size,
+        counter = SkipCounter()
+        source = self.stage_source(stage)
+        pipeline = wds.DataPipeline(
+            *shard_samples(wds.SimpleShardList(source.urls), counter),
+            EveryNthSample(rank, world_size),
+            DecodeOrSkip(self.decode, self._transform(train=False), counter),
+            *self.expand_stages(train=False, rank=rank),
+            BatchWithSkips(self.eval_batch_size, self.collate(train=False), partial=True, counter=counter),
         )
         return self._loader(pipeline, persistent=False)
 
@@ -142,3 +290,86 @@ class CaptionDataModule(pl.LightningDataModule):
             persistent_workers=persistent and self.num_workers > 0,
             pin_memory=False,
         )
+
+
+class CaptionDataModule(ShardDataModule):
+    """Image-caption pairs for pretraining (ITC, ITM, MLM); evaluation batches carry every caption of
+    their images for retrieval."""
+
+    item_name = "images"
+    decode = staticmethod(decode_caption_sample)
+
+    def __init__(self, *args: Any, mlm_probability: float = 0.15, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mlm_probability = mlm_probability
+
+    def collate(self, train: bool) -> CaptionCollator:
+        return CaptionCollator(self.tokenizer, self.max_length, self.mlm_probability, train=train)
+
+
+class RetrievalDataModule(CaptionDataModule):
+    """Caption shards for retrieval finetuning and evaluation (Karpathy COCO / Flickr30k test: 5k / 1k
+    images). The same batches as captions; MLM masking off by default."""
+
+    def __init__(self, *args: Any, mlm_probability: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, mlm_probability=mlm_probability, **kwargs)
+
+
+class VQADataModule(ShardDataModule):
+    """VQA v2 questions with soft targets over ``root/answers.json``; an epoch counts questions.
+
+    Images are shuffled before decoding; ``question_shuffle_buffer`` then mixes the questions of
+    different images, which would otherwise sit next to each other in a batch.
+    """
+
+    item_name = "questions"
+    decode = staticmethod(decode_vqa_sample)
+
+    def __init__(self, *args: Any, question_shuffle_buffer: int = 256, **kwargs: Any) -> None:
+        kwargs.setdefault("train_split", "train2014")
+        kwargs.setdefault("val_split", "val2014")
+        kwargs.setdefault("test_split", "test-dev2015")
+        super().__init__(*args, **kwargs)
+        self.question_shuffle_buffer = question_shuffle_buffer
+        self._answers: list[str] | None = None
+
+    @property
+    def answers(self) -> list[str]:
+        """The answer vocabulary: label i is ``answers[i]``."""
+        if self._answers is None:
+            path = self.split_dir("train").parent / ANSWERS_FILE
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: convert VQA with vlp-shards vqa (see README)")
+            self._answers = list(json.loads(path.read_text())["answers"])
+        return self._answers
+
+    def items_in(self, index: SplitIndex) -> int:
+        if "num_questions" not in index.extra:
+            raise ValueError(f"{index.split}: index.json has no num_questions: is it a VQA split?")
+        return int(index.extra["num_questions"])
+
+    def expand_stages(self, train: bool, rank: int) -> list[Any]:
+        if not train:
+            return [expand_questions]
+        return [
+            expand_questions,
+            SeededShuffle(self.question_shuffle_buffer, self.seed, rank, name="questions"),
+        ]
+
+    def collate(self, train: bool) -> VQACollator:
+        return VQACollator(self.tokenizer, self.max_length, num_answers=len(self.answers))
+
+
+class NLVR2DataModule(ShardDataModule):
+    """NLVR2 rows: an image pair (``pixel_values [B, 2, 3, H, W]``), a sentence and its label."""
+
+    item_name = "pairs"
+    decode = staticmethod(decode_nlvr2_sample)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("val_split", "dev")
+        kwargs.setdefault("test_split", "test1")
+        super().__init__(*args, **kwargs)
+
+    def collate(self, train: bool) -> NLVR2Collator:
+        return NLVR2Collator(self.tokenizer, self.max_length)

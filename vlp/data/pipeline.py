@@ -1,32 +1,43 @@
-"""Webdataset stages: read shards, split across ranks and workers, decode, transform, tokenize, mask.
+"""Webdataset streams: read shards, split across ranks and workers, mix datasets, decode, skip bad samples.
 
-Every stage is a small picklable object or function, so that the pipeline works in DataLoader worker
-processes. Rank and world size are passed in explicitly by the datamodule (read from the Trainer),
-never guessed inside a worker.
+Every stage is a small picklable object, so that the pipeline works in DataLoader worker processes. Rank
+and world size are passed in explicitly by the datamodule (read from the Trainer), never guessed inside
+a worker. Random choices use ``random.Random`` seeded from (seed, rank, worker, pass), never global state.
 
-Training streams are *resampled*: each (rank, worker) draws shards at random with its own seed, forever,
-and the epoch is cut at a fixed number of batches derived from the index. Every rank therefore runs
-the same number of steps, which DDP needs. Evaluation streams read every sample exactly once: each
-(rank, worker) keeps every n-th sample of the full stream.
+Training streams come in two modes, cut by the datamodule at the same number of batches on every rank
+(DDP needs that):
+
+- *resampled* (default): each (rank, worker) draws shards at random with replacement, forever. Several
+  datasets can be mixed with sampling weights (:class:`MixedStreams`).
+- *exact epochs*: each pass reads every shard once in an order shuffled per pass (the same on every
+  rank), and each (rank, worker) keeps every n-th sample of it, so a sample is seen at most once per
+  epoch. The epoch is cut at whole batches: fewer than ranks x workers x batch size samples of a pass
+  are left out, different ones each epoch.
+
+Evaluation streams read every sample exactly once: each (rank, worker) keeps every n-th sample.
+
+A sample that fails to decode (see vlp.data.samples) is dropped and counted by reason; the count reaches
+the training loop as ``batch["data_skipped"]`` (samples skipped since the previous batch of this
+worker), where vlp.callbacks.DataSkipMonitor logs it and enforces the skip-rate limit.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import random
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import webdataset as wds
-from PIL import Image
-from transformers import PreTrainedTokenizerBase
 
-from vlp.data.shards import IMAGE_EXTENSIONS
+from vlp.data.samples import BadSample
 
 log = logging.getLogger(__name__)
+
+# Per worker and reason, this many skipped samples are logged with their key; the rest are only counted.
+LOGGED_SKIPS_PER_REASON = 3
 
 
 def _worker_info() -> tuple[int, int]:
@@ -34,10 +45,34 @@ def _worker_info() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
-def log_and_skip(error: Exception) -> bool:
-    """Webdataset handler: a tar member that cannot be read is logged and skipped, not fatal."""
-    log.warning("skipping unreadable shard data: %r", error)
-    return True
+class SkipCounter:
+    """Skipped samples of one worker, by reason. Shared (same object after pickling) by the tar error
+    handler, the decode stages and the batching stage of one pipeline."""
+
+    def __init__(self) -> None:
+        self.by_reason: Counter = Counter()
+        self.pending = 0  # skipped since the last batch left this worker
+
+    def add(self, reason: str, where: str) -> None:
+        self.by_reason[reason] += 1
+        self.pending += 1
+        if self.by_reason[reason] <= LOGGED_SKIPS_PER_REASON:
+            log.warning("skipping bad sample %s: %s", where, reason)
+
+    def take(self) -> int:
+        pending, self.pending = self.pending, 0
+        return pending
+
+
+class TarErrorHandler:
+    """Webdataset handler: unreadable tar data (a truncated or corrupt shard) is counted, logged, skipped."""
+
+    def __init__(self, counter: SkipCounter) -> None:
+        self.counter = counter
+
+    def __call__(self, error: Exception) -> bool:
+        self.counter.add("unreadable shard data", repr(error)[:200])
+        return True
 
 
 class ResampledShardStream(torch.utils.data.IterableDataset):
@@ -45,31 +80,56 @@ class ResampledShardStream(torch.utils.data.IterableDataset):
 
     def __init__(self, urls: list[str], seed: int, rank: int) -> None:
         super().__init__()
+        if not urls:
+            raise ValueError("no shards to read")
         self.urls = list(urls)
         self.seed = seed
         self.rank = rank
-        self.epoch = 0  # advances each time the stream restarts, so that epochs differ
+        self.passes = 0  # advances each time the stream restarts, so that epochs differ
 
     def __iter__(self) -> Iterator[dict[str, str]]:
         worker, _ = _worker_info()
-        rng = random.Random(f"shards-{self.seed}-{self.rank}-{worker}-{self.epoch}")
-        self.epoch += 1
+        rng = random.Random(f"shards-{self.seed}-{self.rank}-{worker}-{self.passes}")
+        self.passes += 1
         while True:
             yield {"url": rng.choice(self.urls)}
+
+
+class ShuffledShardPass(torch.utils.data.IterableDataset):
+    """Every shard once, in an order that depends only on (seed, pass): identical on every rank and worker,
+    so that :class:`EveryNthSample` partitions the same sequence everywhere."""
+
+    def __init__(self, urls: list[str], seed: int) -> None:
+        super().__init__()
+        if not urls:
+            raise ValueError("no shards to read")
+        self.urls = list(urls)
+        self.seed = seed
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        order = list(self.urls)
+        random.Random(f"pass-{self.seed}-{self.passes}").shuffle(order)
+        self.passes += 1
+        for url in order:
+            yield {"url": url}
 
 
 class SeededShuffle:
     """Buffer shuffle whose randomness depends on (seed, rank, worker, restart count)."""
 
-    def __init__(self, bufsize: int, seed: int, rank: int) -> None:
+    def __init__(self, bufsize: int, seed: int, rank: int, name: str = "shuffle") -> None:
         self.bufsize = bufsize
         self.seed = seed
         self.rank = rank
+        self.name = name
         self.calls = 0
 
     def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
+        if self.bufsize <= 1:
+            return samples
         worker, _ = _worker_info()
-        rng = random.Random(f"shuffle-{self.seed}-{self.rank}-{worker}-{self.calls}")
+        rng = random.Random(f"{self.name}-{self.seed}-{self.rank}-{worker}-{self.calls}")
         self.calls += 1
         return wds.shuffle(self.bufsize, initial=self.bufsize, rng=rng)(samples)
 
@@ -90,154 +150,114 @@ class EveryNthSample:
                 yield sample
 
 
-def decode_caption_sample(sample: dict[str, Any]) -> dict[str, Any]:
-    """Raw webdataset sample -> {'image': RGB PIL image, 'image_id': int, 'captions': list[str], 'key'}."""
-    image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
-    if image_bytes is None:
-        raise ValueError(
-            f"sample {sample.get('__key__')} has no image member ({', '.join(IMAGE_EXTENSIONS)})"
-        )
-    meta = json.loads(sample["json"])
-    with Image.open(io.BytesIO(image_bytes)) as image:
-        rgb = image.convert("RGB")
-    return {
-        "image": rgb,
-        "image_id": int(meta["image_id"]),
-        "captions": list(meta["captions"]),
-        "key": sample["__key__"],
-    }
+class DecodeOrSkip:
+    """Decode each raw sample and transform its image(s); a bad sample is counted and dropped.
 
-
-class ApplyImageTransform:
-    def __init__(self, transform: Any) -> None:
-        self.transform = transform
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        sample["pixel_values"] = self.transform(sample.pop("image"))
-        return sample
-
-
-def mask_tokens(
-    input_ids: torch.Tensor,
-    special_tokens_mask: torch.Tensor,
-    mask_token_id: int,
-    vocab_size: int,
-    probability: float,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: pick ``probability`` of the non-special tokens; of those 80% -> [MASK], 10% -> a random
-    token, 10% unchanged. Returns (masked ids, labels with -100 where not picked).
-
-    Written here rather than taken from HF's collator so that the random generator is explicit: evaluation
-    masks must be identical on every run and training masks distinct per rank and worker.
-    """
-    labels = input_ids.clone()
-    eligible = ~special_tokens_mask.bool()
-    picked = (torch.rand(input_ids.shape, generator=generator) < probability) & eligible
-    labels[~picked] = -100
-    roll = torch.rand(input_ids.shape, generator=generator)
-    to_mask = picked & (roll < 0.8)
-    to_random = picked & (roll >= 0.8) & (roll < 0.9)
-    masked = input_ids.clone()
-    masked[to_mask] = mask_token_id
-    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
-    masked[to_random] = random_ids[to_random]
-    return masked, labels
-
-
-class CaptionCollator:
-    """List of decoded, transformed samples -> Batch (see vlp.types): tokenization and MLM masking.
-
-    Training picks a random caption of each image; evaluation takes the first one, masks with a generator
-    seeded from the image ids (so evaluation is the same on every run), and also returns all captions of
-    the batch's images for retrieval.
+    ``decode`` raises BadSample for data it rejects. Any other exception in decoding is also a skip
+    (counted under its type), so that one odd sample cannot end a 30-hour run; a systematic failure still
+    stops the run, through the skip-rate limit, with the reason in the message.
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, max_length: int, mlm_probability: float, train: bool
+        self,
+        decode: Callable[[dict], dict],
+        transform: Any,
+        counter: SkipCounter,
+        dataset: str = "",
+        image_id_offset: int = 0,
     ) -> None:
-        if tokenizer.mask_token_id is None:
-            raise ValueError("the tokenizer has no [MASK] token, which MLM needs: use a BERT-style tokenizer")
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.mlm_probability = mlm_probability
-        self.train = train
+        self.decode = decode
+        self.transform = transform
+        self.counter = counter
+        self.dataset = dataset
+        self.image_id_offset = image_id_offset
 
-    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(
-            texts,
-            padding="longest",
-            truncation=True,
-            max_length=self.max_length,
-            return_special_tokens_mask=True,
-            return_tensors="pt",
-        )
+    def _apply(self, raw: dict[str, Any]) -> dict[str, Any]:
+        item = self.decode(raw)
+        if "image" in item:
+            item["pixel_values"] = self.transform(item.pop("image"))
+        if "images" in item:
+            item["pixel_values"] = torch.stack([self.transform(image) for image in item.pop("images")])
+        if self.dataset:
+            item["dataset"] = self.dataset
+        if self.image_id_offset and "image_id" in item:
+            item["image_id"] += self.image_id_offset
+        return item
 
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        image_ids = torch.tensor([s["image_id"] for s in samples], dtype=torch.long)
-        if self.train:
-            generator = None  # the worker's torch RNG, seeded per rank and worker by Lightning
-            texts = [s["captions"][int(torch.randint(len(s["captions"]), ()))] for s in samples]
-        else:
-            generator = torch.Generator().manual_seed(int(image_ids.sum()) * 7919 + len(samples))
-            texts = [s["captions"][0] for s in samples]
-        tokens = self._tokenize(texts)
-        mlm_input_ids, mlm_labels = mask_tokens(
-            tokens["input_ids"],
-            tokens["special_tokens_mask"],
-            self.tokenizer.mask_token_id,
-            len(self.tokenizer),
-            self.mlm_probability,
-            generator,
-        )
-        batch = {
-            "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-            "input_ids": tokens["input_ids"],
-            "attention_mask": tokens["attention_mask"],
-            "mlm_input_ids": mlm_input_ids,
-            "mlm_labels": mlm_labels,
-            "image_id": image_ids,
-        }
-        if not self.train:
-            all_texts, owner = [], []
-            for position, sample in enumerate(samples):
-                all_texts.extend(sample["captions"])
-                owner.extend([position] * len(sample["captions"]))
-            retrieval = self._tokenize(all_texts)
-            batch["retrieval_input_ids"] = retrieval["input_ids"]
-            batch["retrieval_attention_mask"] = retrieval["attention_mask"]
-            batch["retrieval_text_image"] = torch.tensor(owner, dtype=torch.long)
+    def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
+        for raw in samples:
+            where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
+            try:
+                yield self._apply(raw)
+            except BadSample as error:
+                self.counter.add(error.reason, where)
+            except Exception as error:  # noqa: BLE001 - see the class docstring
+                self.counter.add(f"decode error ({type(error).__name__})", f"{where}: {error}")
+
+
+class BatchWithSkips:
+    """Batch samples and attach ``data_skipped``: the samples this worker skipped since its last batch.
+
+    A full batch is held until the next good sample arrives (or the stream ends), so that skips at the
+    end of a stream are still reported with the last batch.
+    """
+
+    def __init__(
+        self, batch_size: int, collate: Callable[[list], dict], partial: bool, counter: SkipCounter
+    ) -> None:
+        self.batch_size = batch_size
+        self.collate = collate
+        self.partial = partial
+        self.counter = counter
+
+    def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch["data_skipped"] = torch.tensor(self.counter.take(), dtype=torch.long)
         return batch
 
-
-def caption_train_pipeline(
-    urls: list[str],
-    transform: Any,
-    collate: CaptionCollator,
-    batch_size: int,
-    batches_per_worker: int,
-    shuffle_buffer: int,
-    seed: int,
-    rank: int,
-) -> wds.DataPipeline:
-    return wds.DataPipeline(
-        ResampledShardStream(urls, seed, rank),
-        wds.tarfile_to_samples(handler=log_and_skip),
-        SeededShuffle(shuffle_buffer, seed, rank),
-        wds.map(decode_caption_sample),
-        wds.map(ApplyImageTransform(transform)),
-        wds.batched(batch_size, collation_fn=collate, partial=False),
-    ).with_epoch(batches_per_worker)
+    def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
+        current: list[dict] = []
+        held: dict[str, Any] | None = None
+        for sample in samples:
+            if held is not None:
+                yield self._finish(held)
+                held = None
+            current.append(sample)
+            if len(current) == self.batch_size:
+                held, current = self.collate(current), []
+        if current and self.partial:
+            if held is not None:
+                yield self._finish(held)
+            held = self.collate(current)
+        if held is not None:
+            yield self._finish(held)
 
 
-def caption_eval_pipeline(
-    urls: list[str], transform: Any, collate: CaptionCollator, batch_size: int, rank: int, world_size: int
-) -> wds.DataPipeline:
-    return wds.DataPipeline(
-        wds.SimpleShardList(urls),
-        wds.tarfile_to_samples(handler=log_and_skip),
-        EveryNthSample(rank, world_size),
-        wds.map(decode_caption_sample),
-        wds.map(ApplyImageTransform(transform)),
-        wds.batched(batch_size, collation_fn=collate, partial=True),
-    )
+class MixedStreams(torch.utils.data.IterableDataset):
+    """Interleave several infinite sample streams, drawing the source of each sample by weight."""
+
+    def __init__(self, streams: list[wds.DataPipeline], weights: list[float], seed: int, rank: int) -> None:
+        super().__init__()
+        if len(streams) != len(weights) or not streams:
+            raise ValueError("MixedStreams needs one weight per stream")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"sampling weights must be >= 0 with a positive sum, got {weights}")
+        self.streams = streams
+        self.weights = list(weights)
+        self.seed = seed
+        self.rank = rank
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, _ = _worker_info()
+        rng = random.Random(f"mix-{self.seed}-{self.rank}-{worker}-{self.passes}")
+        self.passes += 1
+        iterators = [iter(stream) for stream in self.streams]
+        indices = list(range(len(iterators)))
+        while True:
+            (choice,) = rng.choices(indices, weights=self.weights)
+            yield next(iterators[choice])
+
+
+def shard_samples(urls_stage: Any, counter: SkipCounter) -> list[Any]:
+    """The first stages of every stream: a shard-url source, then its tar members grouped into samples."""
+    return [urls_stage, wds.tarfile_to_samples(handler=TarErrorHandler(counter))]

@@ -1,17 +1,28 @@
-"""Shard layout shared by every converter and by the data pipeline.
+"""Shard layout shared by every converter and by the data pipeline: one schema for every task.
 
 A converted dataset is a folder with one sub-folder per split::
 
     OUT/<split>/<split>-000000.tar   webdataset shards
     OUT/<split>/index.json           {"num_samples", "num_shards", "shards", "schema", "source", ...}
+    OUT/answers.json                 VQA only: the answer vocabulary (label i = answers[i])
 
-Each sample is one image: ``<key>.jpg|png|webp`` (the original bytes, never re-encoded) and
-``<key>.json`` holding at least ``image_id`` and, for caption data, ``captions`` (all of them).
+A sample is one image (NLVR2: one image pair) with everything the task needs in ``<key>.json``:
+
+- the image as ``<key>.jpg|png|webp``: the original bytes, never re-encoded, under the extension of
+  their real format; NLVR2's pair as ``<key>.img0.<ext>`` (left) and ``<key>.img1.<ext>`` (right);
+- ``json.source``: the dataset; ``json.image_id``: int (NLVR2: the pair's ``identifier`` instead);
+- captions: ``json.captions``: every caption, raw text;
+- VQA: ``json.questions``: every question on the image, each with ``question_id``, ``question``,
+  ``question_type``, ``answer_type``, ``multiple_choice_answer``, the 10 raw ``answers`` and the soft
+  ``targets`` (``labels``/``scores`` over answers.json) -- or only id and text for test splits;
+- NLVR2: ``json.identifier``, ``json.sentence``, ``json.label`` (bool, or null when unknown).
+
+img2dataset shards read in place (``vlp-shards img2dataset --mode passthrough``) keep their own members
+(``<key>.txt`` caption, ``<key>.json`` metadata); the pipeline reads both forms.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,18 +30,40 @@ from pathlib import Path
 from typing import Any
 
 import webdataset as wds
-from PIL import Image
 
 INDEX_FILE = "index.json"
+ANSWERS_FILE = "answers.json"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-PIL_FORMAT_TO_EXTENSION = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
-CAPTION_SCHEMA = {
+_COMMON = {
     "image": "original encoded bytes under the extension of their real format (jpg|png|webp)",
-    "json.image_id": "int, the dataset's image id",
-    "json.captions": "list[str], every caption of the image, raw text",
     "json.source": "str, the dataset the sample came from",
+    "json.image_id": "int, the dataset's image id",
 }
+CAPTION_SCHEMA = {**_COMMON, "json.captions": "list[str], every caption of the image, raw text"}
+VQA_SCHEMA = {
+    **_COMMON,
+    "json.questions": "list of {question_id, question, question_type, answer_type, "
+    "multiple_choice_answer, answers: 10 raw answers, targets: {labels, scores}} (test: id and text)",
+}
+NLVR2_SCHEMA = {
+    "img0": "left image, original bytes (jpg|png)",
+    "img1": "right image, original bytes (jpg|png)",
+    "json.source": "str, 'nlvr2'",
+    "json.identifier": "str, split-set-pair-sentence",
+    "json.sentence": "str",
+    "json.label": "bool, or null when the split has no labels",
+}
+IMG2DATASET_SCHEMA = {
+    "image": "original encoded bytes (jpg|png|webp)",
+    "txt": "caption",
+    "json": "img2dataset metadata: caption, url, key, status, width, height, original_*, exif, sha256, ...",
+}
+
+
+def is_remote(url: str) -> bool:
+    """Webdataset urls that are not local paths: ``pipe:cmd``, ``http(s)://``, ``s3://``, ``gs://``..."""
+    return url.startswith("pipe:") or "://" in url
 
 
 @dataclass
@@ -73,17 +106,8 @@ class SplitIndex:
         )
 
     def urls(self, folder: Path) -> list[str]:
-        return [str(folder / name) for name in self.shards]
-
-
-def image_extension(data: bytes) -> str:
-    """The extension of the image's real format (some '.png' files are JPEGs); raises if undecodable."""
-    with Image.open(io.BytesIO(data)) as image:
-        image_format = image.format
-        image.verify()  # catches truncated or corrupt files without a full decode
-    if image_format not in PIL_FORMAT_TO_EXTENSION:
-        raise ValueError(f"unsupported image format {image_format}")
-    return PIL_FORMAT_TO_EXTENSION[image_format]
+        """Shard locations: names relative to the split folder, or absolute paths / urls (passthrough)."""
+        return [name if is_remote(name) else str(folder / name) for name in self.shards]
 
 
 def write_split(
