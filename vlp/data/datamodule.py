@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,8 +260,11 @@ class ShardDataModule(pl.LightningDataModule):
         pipeline = wds.DataPipeline(
             *stages, BatchWithSkips(self.batch_size, self.collate(train=True), partial=False, counter=counter)
         ).with_epoch(batches_per_worker)
-        # Lightning reads the length for progress bars and the LR schedule; it is exact by construction.
-        pipeline = pipeline.with_length(batches_per_worker * max(1, self.num_workers))
+        # Lightning reads the length for progress bars and the LR schedule; it is exact by construction
+        # (webdataset warns that with_length does not cut the epoch: with_epoch above does).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            pipeline = pipeline.with_length(batches_per_worker * max(1, self.num_workers))
         return self._loader(pipeline, persistent=True)
 
     def _eval_dataloader(self, stage: str) -> DataLoader:

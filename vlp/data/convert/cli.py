@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         report = run(args)
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]vlp-shards {args.source}: {error}[/red]")
+        console.print(f"[red]vlp-shards {args.source}: {error}[/red]", soft_wrap=True)  # one line in logs
         raise SystemExit(1) from error
     print(f"vlp-shards {args.source}: wrote {args.out}")
     print(report.summary())

@@ -67,6 +67,12 @@ def convert_karpathy(
     karpathy_json, image_root = Path(karpathy_json), Path(image_root)
     payload = json.loads(karpathy_json.read_text())
     require_keys(payload, ("images",), karpathy_json, "a Karpathy dataset_*.json")
+    first = payload["images"][0] if payload["images"] else {}
+    if "annotations" in payload or not isinstance(first, dict) or "sentences" not in first:
+        raise ValueError(
+            f"{karpathy_json} is not a Karpathy dataset_*.json (its images have no 'sentences'); "
+            "official captions_<subtype>.json files go with --captions-json"
+        )
     source = source or str(payload.get("dataset") or "coco")
     report = ConversionReport()
     by_split: dict[str, list[PendingSample]] = defaultdict(list)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +172,7 @@ def progress_bar() -> Progress:
 
 
 def convert_split(
-    pending: list[PendingSample],
+    pending: Iterable[PendingSample],
     out: Path,
     split: str,
     source: str,
@@ -196,7 +196,8 @@ def convert_split(
 
     def good_samples() -> Iterator[dict[str, Any]]:
         with progress_bar() as progress:
-            task = progress.add_task(f"{source} {split}", total=len(pending))
+            total = len(pending) if isinstance(pending, Sized) else None  # streamed sources: unknown
+            task = progress.add_task(f"{source} {split}", total=total)
             for loaded in ordered_parallel_map(load_sample, pending, workers):
                 progress.advance(task)
                 if loaded.reason:
