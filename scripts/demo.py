@@ -19,28 +19,56 @@ from rich.console import Console
 from rich.table import Table
 
 from vlp.data.convert.cli import main as vlp_shards
-from vlp.data.shards import INDEX_FILE
+from vlp.data.shards import INDEX_FILE, SplitIndex
 from vlp.data.synthetic import main as vlp_synth
 from vlp.data.tokenizer import main as vlp_tokenizer
 
+VQA_TRAIN_QUESTIONS = "v2_OpenEnded_mscoco_train2014_questions.json"
 # Wide enough for the results table when the output is a pipe or a CI log rather than a terminal.
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 
-def prepare_data(data_dir: Path) -> None:
+def prepare_data(data_dir: Path) -> dict[str, str]:
+    """vlp-synth (captions, VQA v2 and NLVR2 files) -> vlp-shards -> vlp-tokenizer, each step skipped when
+    its output is there. Returns a one-line summary per converted dataset."""
     synth = data_dir / "synth"
-    karpathy_json = synth / "raw" / "dataset_coco.json"
-    if not karpathy_json.is_file():
+    raw, shards = synth / "raw", synth / "shards"
+    karpathy_json = raw / "dataset_coco.json"
+    if not all(
+        p.is_file()
+        for p in (karpathy_json, raw / "vqa" / VQA_TRAIN_QUESTIONS, raw / "nlvr2" / "data" / "train.json")
+    ):
         console.rule("vlp-synth")
-        vlp_synth(["--out", str(synth / "raw"), "--n-train", "4000", "--n-val", "500", "--n-test", "500"])
-    if not all((synth / "shards" / split / INDEX_FILE).is_file() for split in ("train", "val", "test")):
-        console.rule("vlp-shards coco")
-        vlp_shards(["coco", "--karpathy-json", str(karpathy_json), "--image-root", str(synth / "raw"),
-                    "--out", str(synth / "shards"), "--shard-size", "500"])  # fmt: skip
+        vlp_synth(["--out", str(raw), "--n-train", "4000", "--n-val", "500", "--n-test", "500"])
+    # vlp-shards leaves splits that are up to date as they are, so these are quick on a second run.
+    console.rule("vlp-shards coco / vqa / nlvr2")
+    vlp_shards(["coco", "--karpathy-json", str(karpathy_json), "--image-root", str(raw),
+                "--out", str(shards / "captions"), "--shard-size", "500"])  # fmt: skip
+    vlp_shards(["vqa", "--root", str(raw / "vqa"), "--splits", "train2014", "val2014", "test-dev2015",
+                "--out", str(shards / "vqa"), "--shard-size", "500"])  # fmt: skip
+    vlp_shards(["nlvr2", "--json-dir", str(raw / "nlvr2" / "data"),
+                "--image-root", str(raw / "nlvr2" / "images"),
+                "--out", str(shards / "nlvr2"), "--shard-size", "500"])  # fmt: skip
     if not (synth / "tokenizer" / "tokenizer.json").is_file():
         console.rule("vlp-tokenizer")
         vlp_tokenizer(["--karpathy-json", str(karpathy_json), "--out", str(synth / "tokenizer"),
-                       "--vocab-size", "1000"])  # fmt: skip
+                       "--vocab-size", "1000",
+                       "--vqa-questions", str(raw / "vqa" / VQA_TRAIN_QUESTIONS),
+                       "--nlvr2-jsonl", str(raw / "nlvr2" / "data" / "train.json")])  # fmt: skip
+    return data_summary(shards)
+
+
+def data_summary(shards: Path) -> dict[str, str]:
+    """What each converted synthetic dataset holds, read back from the split indexes."""
+    summary = {}
+    for dataset, unit in (("captions", "num_captions"), ("vqa", "num_questions"), ("nlvr2", None)):
+        parts = []
+        for split_dir in sorted(p for p in (shards / dataset).iterdir() if (p / INDEX_FILE).is_file()):
+            index = SplitIndex.read(split_dir)
+            what = f" ({index.extra[unit]} {unit.removeprefix('num_')})" if unit else ""
+            parts.append(f"{split_dir.name} {index.num_samples}{what}")
+        summary[dataset] = ", ".join(parts)
+    return summary
 
 
 def results_table(metrics: dict[str, float]) -> tuple[Table, bool]:
@@ -81,7 +109,7 @@ def results_table(metrics: dict[str, float]) -> tuple[Table, bool]:
 def main() -> int:
     started = time.monotonic()
     data_dir = Path(os.environ.get("VLP_DATA_DIR", "data"))
-    prepare_data(data_dir)
+    datasets = prepare_data(data_dir)
     run_dir = Path("outputs") / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     console.rule(f"vlp-train experiment=demo -> {run_dir}")
     command = [str(Path(sys.executable).with_name("vlp-train")), "experiment=demo", f"data_dir={data_dir}",
@@ -92,6 +120,8 @@ def main() -> int:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     table, all_pass = results_table(metrics)
     console.print(table)
+    for dataset, summary in datasets.items():
+        console.print(f"synthetic {dataset} shards: {summary}")
     console.print(f"run directory: {run_dir} (metrics.json, config.yaml, checkpoints/, csv/)")
     console.print(f"demo took {time.monotonic() - started:.0f} s")
     return 0 if all_pass else 2

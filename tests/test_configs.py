@@ -43,6 +43,24 @@ def test_group_options_compose(choice, synth_data, tmp_path):
     build_loggers(cfg)
 
 
+DATA_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "data").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("data", DATA_CONFIGS)
+def test_every_data_config_instantiates(data, synth_data, tmp_path):
+    cfg = compose_train_config(overrides_for(synth_data, tmp_path, f"data={data}"))
+    OmegaConf.resolve(cfg)
+    datamodule = instantiate(cfg.data)
+    assert datamodule.batch_size == cfg.data.batch_size
+
+
+@pytest.mark.parametrize("data", ["synth_vqa", "synth_nlvr2"])
+def test_synthetic_task_configs_find_their_shards(data, synth_data, synth_vqa, synth_nlvr2, tmp_path):
+    cfg = compose_train_config(overrides_for(synth_data, tmp_path, f"data={data}"))
+    datamodule = instantiate(cfg.data)
+    assert datamodule.index("train").num_samples > 0 and datamodule.index("val").num_samples > 0
+
+
 def test_wandb_logger_composes_offline(synth_data, tmp_path):
     cfg = compose_train_config(overrides_for(synth_data, tmp_path, "logger=wandb"))
     assert cfg.logger.wandb.offline is True

@@ -6,6 +6,9 @@ templates. They are written as a COCO Karpathy ``dataset_coco.json`` plus JPEG f
 and the tests go through exactly the converter that real COCO goes through.
 
 Everything is a pure function of ``(seed, image index)``, so the output is deterministic.
+
+The same scenes are also written as VQA v2 and NLVR2 (``vlp.data.synthetic_tasks``); ``vlp-synth``
+writes all three unless ``--tasks`` says otherwise.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ CELL_NAMES = {  # (row, col) -> phrase
 }  # fmt: skip
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 IMAGE_FOLDER = "images"  # plays the role of COCO's "train2014"/"val2014" filepath
+TASKS = ("captions", "vqa", "nlvr2")
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,24 @@ class SceneObject:
         return " ".join(words)
 
 
+def _uniform(values: tuple[str, ...], rng: np.random.Generator) -> str:
+    """``str(rng.choice(values))`` and the same draw from the stream, without building an array each time:
+    the NLVR2 generator rejection-samples thousands of scenes, and this was most of its time."""
+    return values[int(rng.integers(len(values)))]
+
+
+_COLOUR_NAMES = tuple(COLOURS)
+
+
 def sample_scene(rng: np.random.Generator) -> list[SceneObject]:
     """1-4 objects on distinct grid cells; all attributes uniform."""
     count = int(rng.integers(1, 5))
     cells = rng.choice(GRID * GRID, size=count, replace=False)
     return [
         SceneObject(
-            shape=str(rng.choice(SHAPES)),
-            colour=str(rng.choice(list(COLOURS))),
-            size=str(rng.choice(SIZES)),
+            shape=_uniform(SHAPES, rng),
+            colour=_uniform(_COLOUR_NAMES, rng),
+            size=_uniform(SIZES, rng),
             row=int(cell) // GRID,
             col=int(cell) % GRID,
         )
@@ -212,6 +225,13 @@ def generate_captions_benchmark(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vlp-synth", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=TASKS,
+        default=list(TASKS),
+        help="captions at OUT (images/ + dataset_coco.json), VQA v2 under OUT/vqa, NLVR2 under OUT/nlvr2",
+    )
     parser.add_argument("--n-train", type=int, default=4000)
     parser.add_argument("--n-val", type=int, default=500)
     parser.add_argument("--n-test", type=int, default=500)
@@ -220,11 +240,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.image_size < 24:
         parser.error(f"--image-size {args.image_size} is too small to draw shapes; use 24 or more")
-    path = generate_captions_benchmark(
-        args.out, args.n_train, args.n_val, args.n_test, args.image_size, args.seed
-    )
     total = args.n_train + args.n_val + args.n_test
-    print(f"vlp-synth: wrote {total} images and {path}")
+    if "captions" in args.tasks:
+        path = generate_captions_benchmark(
+            args.out, args.n_train, args.n_val, args.n_test, args.image_size, args.seed
+        )
+        print(f"vlp-synth: wrote {total} images and {path}")
+    # Imported here: synthetic_tasks imports this module for the scene sampler and renderer.
+    from vlp.data.synthetic_tasks import generate_nlvr2_benchmark, generate_vqa_benchmark
+
+    if "vqa" in args.tasks:
+        generate_vqa_benchmark(
+            args.out / "vqa", args.n_train, args.n_val, args.n_test, args.image_size, args.seed
+        )
+        print(f"vlp-synth: wrote {total} VQA v2 images and their questions under {args.out / 'vqa'}")
+    if "nlvr2" in args.tasks:
+        pairs = (args.n_train // 2, args.n_val // 2, args.n_test // 2)
+        generate_nlvr2_benchmark(args.out / "nlvr2", *pairs, args.image_size, args.seed)
+        print(f"vlp-synth: wrote {sum(pairs)} NLVR2 image pairs under {args.out / 'nlvr2'}")
 
 
 if __name__ == "__main__":

@@ -50,15 +50,33 @@ def karpathy_train_captions(karpathy_json: Path) -> list[str]:
     ]
 
 
+def vqa_questions(questions_json: Path) -> list[str]:
+    """Question texts of a VQA v2 ``v2_OpenEnded_mscoco_<subtype>_questions.json`` (pass train ones)."""
+    return [q["question"] for q in json.loads(Path(questions_json).read_text())["questions"]]
+
+
+def nlvr2_sentences(jsonl: Path) -> list[str]:
+    """Sentences of an NLVR2 ``<split>.json`` (JSON lines; pass train.json)."""
+    lines = Path(jsonl).read_text().splitlines()
+    return [json.loads(line)["sentence"] for line in lines if line.strip()]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vlp-tokenizer", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--karpathy-json", type=Path, required=True, help="captions to train on (train split)"
     )
+    parser.add_argument("--vqa-questions", type=Path, nargs="*", default=[], help="also VQA questions files")
+    parser.add_argument("--nlvr2-jsonl", type=Path, nargs="*", default=[], help="also NLVR2 train.json files")
     parser.add_argument("--out", type=Path, required=True, help="folder for the saved tokenizer")
     parser.add_argument("--vocab-size", type=int, default=1000)
     args = parser.parse_args(argv)
-    tokenizer = train_wordpiece(karpathy_train_captions(args.karpathy_json), args.vocab_size)
+    texts = karpathy_train_captions(args.karpathy_json)
+    for path in args.vqa_questions:
+        texts += vqa_questions(path)
+    for path in args.nlvr2_jsonl:
+        texts += nlvr2_sentences(path)
+    tokenizer = train_wordpiece(texts, args.vocab_size)
     tokenizer.save_pretrained(args.out)
     print(f"vlp-tokenizer: {len(tokenizer)} tokens saved to {args.out}")
 
