@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format clean
+.PHONY: setup demo test test-fast bench lint format clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ test: setup lint
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# Benchmarks write markdown + JSON under benchmarks/results/ (see benchmarks/README.md).
+bench: setup
+	$(PY) benchmarks/convert_throughput.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -153,6 +153,38 @@ def test_shards_can_come_from_webdataset_urls(synth_data, form):
     assert len(image_ids) == len(set(image_ids)) == 48
 
 
+@pytest.fixture
+def http_server(synth_data):
+    """The synthetic shards served over http on localhost (webdataset reads http urls with curl)."""
+    import functools
+    import shutil
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    if shutil.which("curl") is None:
+        pytest.skip("webdataset reads http urls with curl, which is not installed")
+
+    class QuietHandler(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(synth_data.shards / "train"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_shards_can_come_from_http(synth_data, http_server):
+    urls = f"{http_server}/train-{{000000..000002}}.tar"
+    datamodule = caption_module(
+        synth_data, train_datasets={"web": {"urls": urls, "num_samples": 48}}, resampled=False
+    )
+    image_ids = [i for batch in datamodule.train_dataloader() for i in batch["image_id"].tolist()]
+    assert len(image_ids) == len(set(image_ids)) == 48
+
+
 def test_urls_without_num_samples_are_a_clear_error(synth_data):
     datamodule = caption_module(synth_data, train_datasets={"web": {"urls": "/x/{0..3}.tar"}})
     with pytest.raises(ValueError, match="num_samples"):
