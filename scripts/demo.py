@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlp.data.convert.cli import main as vlp_shards
+from vlp.data.datamodule import NLVR2DataModule, VQADataModule
 from vlp.data.shards import INDEX_FILE, SplitIndex
 from vlp.data.synthetic import main as vlp_synth
 from vlp.data.tokenizer import main as vlp_tokenizer
@@ -59,7 +60,8 @@ def prepare_data(data_dir: Path) -> dict[str, str]:
 
 
 def data_summary(shards: Path) -> dict[str, str]:
-    """What each converted synthetic dataset holds, read back from the split indexes."""
+    """What each converted synthetic dataset holds (from the split indexes), and for VQA and NLVR2 what
+    their datamodules read back from the validation shards: the path a finetuning run takes."""
     summary = {}
     for dataset, unit in (("captions", "num_captions"), ("vqa", "num_questions"), ("nlvr2", None)):
         parts = []
@@ -68,6 +70,15 @@ def data_summary(shards: Path) -> dict[str, str]:
             what = f" ({index.extra[unit]} {unit.removeprefix('num_')})" if unit else ""
             parts.append(f"{split_dir.name} {index.num_samples}{what}")
         summary[dataset] = ", ".join(parts)
+    tokenizer = str(shards.parent / "tokenizer")
+    for dataset, module, unit in (("vqa", VQADataModule, "questions"), ("nlvr2", NLVR2DataModule, "rows")):
+        datamodule = module(root=str(shards / dataset), tokenizer=tokenizer, batch_size=256, num_workers=0)
+        datamodule.set_image_config(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        items, skipped = 0, 0
+        for batch in datamodule.val_dataloader():
+            items += int(batch["input_ids"].shape[0])
+            skipped += int(batch["data_skipped"])
+        summary[dataset] += f"; val read back by {module.__name__}: {items} {unit}, {skipped} skipped"
     return summary
 
 
