@@ -38,7 +38,7 @@ def test_a_short_run_writes_checkpoints_resolved_config_and_metrics(synth_data, 
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and len(checkpoints) == 2  # last + best by the monitored metric
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert config["data"]["root"] == str(synth_data.root / "synth" / "shards")  # interpolations resolved
+    assert config["data"]["root"] == str(synth_data.shards)  # interpolations resolved
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert all(key.startswith("val/") for key in metrics)
     assert 0.0 <= metrics["val/retrieval/r_mean"] <= 100.0
@@ -64,3 +64,34 @@ def test_a_wrong_config_key_fails_with_a_one_line_reason(synth_data, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "max_epoch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_run_on_mostly_bad_data_stops_with_a_clear_message(synth_data, tmp_path):
+    """Half the training images are garbage: the run must stop, naming the skip-rate limit, not crash."""
+    import shutil
+    import tarfile
+
+    import webdataset as wds
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synth_data.root / "synth" / "tokenizer", data_dir / "synth" / "tokenizer")
+    shutil.copytree(synth_data.shards, data_dir / "synth" / "shards" / "captions")
+    train = data_dir / "synth" / "shards" / "captions" / "train"
+    for shard in sorted(train.glob("train-*.tar")):
+        samples: dict[str, dict] = {}
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                key, extension = member.name.split(".", 1)
+                samples.setdefault(key, {"__key__": key})[extension] = tar.extractfile(member).read()
+        with wds.TarWriter(str(shard)) as writer:
+            for position, sample in enumerate(samples.values()):
+                if position % 2 == 0:
+                    sample["jpg"] = b"\xff\xd8\xff not an image"
+                writer.write(sample)
+    command = [VLP_TRAIN, f"data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", "data.num_workers=0",
+               "trainer.enable_progress_bar=false", "debug=limit", "data.batch_size=8",
+               "callbacks.data_skips.min_samples=16", "callbacks.data_skips.max_skip_rate=0.2"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "over the limit callbacks.data_skips.max_skip_rate=0.2" in result.stderr
+    assert "undecodable image" in result.stderr + (tmp_path / "run" / "train.log").read_text()
