@@ -46,3 +46,29 @@ def test_schedule_needs_steps():
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="total_steps"):
         warmup_cosine(optimizer, total_steps=0)
+
+
+def test_lr_multipliers_split_groups_by_the_longest_matching_prefix(tiny_model):
+    from vlp.optim import parameter_groups
+
+    groups = parameter_groups(
+        tiny_model, 0.05, base_lr=1e-3, lr_multipliers={"vision": 0.1, "vision.proj": 2.0}
+    )
+    names = {id(p): n for n, p in tiny_model.named_parameters()}
+    lr_of = {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    assert len(lr_of) == len(names)  # every parameter exactly once
+    assert lr_of["vision.backbone.pos_embed"] == pytest.approx(1e-4)
+    assert lr_of["fusion.layers.0.cross_attention.query.weight"] == pytest.approx(1e-3)
+    assert lr_of["vision_proj.weight"] == pytest.approx(1e-3)  # "vision" is a name prefix, not a string one
+    decay_of = {names[id(p)]: g["weight_decay"] for g in groups for p in g["params"]}
+    assert (
+        decay_of["vision.backbone.pos_embed"] == 0.0
+        and decay_of["fusion.layers.0.cross_attention.query.weight"] == 0.05
+    )
+
+
+def test_lr_multipliers_need_a_base_lr(tiny_model):
+    from vlp.optim import parameter_groups
+
+    with pytest.raises(ValueError, match="system.optimizer.lr"):
+        parameter_groups(tiny_model, 0.0, base_lr=None, lr_multipliers={"vision": 0.1})

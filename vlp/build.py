@@ -12,8 +12,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
+from vlp.checkpoint import init_from_checkpoint
 from vlp.model.vlp import VLPModel
 from vlp.system import VLPSystem
 
@@ -25,7 +26,10 @@ class Run:
 
 
 def build_model(cfg: DictConfig, vocab_size: int) -> VLPModel:
-    return instantiate(cfg.model, text={"vocab_size": vocab_size})
+    model_cfg = cfg.model.copy()  # init_from is applied by build_run, once the heads exist too
+    with open_dict(model_cfg):
+        model_cfg.pop("init_from", None)
+    return instantiate(model_cfg, text={"vocab_size": vocab_size})
 
 
 def build_run(cfg: DictConfig) -> Run:
@@ -35,6 +39,8 @@ def build_run(cfg: DictConfig) -> Run:
     objectives = {name: factory(dims=model.dims) for name, factory in instantiate(cfg.objectives).items()}
     evaluators = dict(instantiate(cfg.get("evaluators") or {}))
     system = instantiate(cfg.system, model=model, objectives=objectives, evaluators=evaluators)
+    if cfg.model.get("init_from"):
+        init_from_checkpoint(system, cfg.model.init_from)
     return Run(datamodule=datamodule, system=system)
 
 

@@ -41,6 +41,39 @@ def weight_decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def lr_multiplier(name: str, multipliers: dict[str, float]) -> float:
+    """The multiplier of the longest prefix of ``name`` in ``multipliers`` (1.0 when none matches)."""
+    matches = [
+        prefix for prefix in multipliers if name == prefix or name.startswith(prefix.rstrip(".") + ".")
+    ]
+    return float(multipliers[max(matches, key=len)]) if matches else 1.0
+
+
+def parameter_groups(
+    module: nn.Module, weight_decay: float, base_lr: float | None = None, lr_multipliers: dict | None = None
+) -> list[dict]:
+    """:func:`weight_decay_groups`, further split by learning-rate multiplier.
+
+    ``lr_multipliers`` maps parameter-name prefixes to factors of ``base_lr``, e.g. ``{"model": 0.2}``
+    to finetune pretrained encoders five times slower than new task heads (the longest prefix wins).
+    """
+    multipliers = dict(lr_multipliers or {})
+    if not multipliers:
+        return weight_decay_groups(module, weight_decay)
+    if base_lr is None:
+        raise ValueError("system.lr_multipliers needs the optimizer's base lr (system.optimizer.lr)")
+    names = {id(p): n for n, p in module.named_parameters()}
+    groups: dict[tuple[float, float], list] = {}
+    for group in weight_decay_groups(module, weight_decay):
+        for parameter in group["params"]:
+            factor = lr_multiplier(names[id(parameter)], multipliers)
+            groups.setdefault((factor, group["weight_decay"]), []).append(parameter)
+    return [
+        {"params": params, "weight_decay": decay, "lr": base_lr * factor}
+        for (factor, decay), params in sorted(groups.items())
+    ]
+
+
 def warmup_cosine(
     optimizer: Optimizer, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0
 ) -> LambdaLR:

@@ -17,7 +17,7 @@ from torchmetrics import MeanMetric
 
 from vlp.model.vlp import VLPModel
 from vlp.objectives.base import Objective
-from vlp.optim import weight_decay_groups
+from vlp.optim import parameter_groups
 from vlp.types import Batch
 
 OptimizerFactory = Callable[..., Optimizer]  # called with param groups
@@ -33,6 +33,8 @@ class VLPSystem(pl.LightningModule):
         ``total_steps`` from the Trainer. Stepped every optimizer step.
     evaluators: name -> evaluator with ``update(batch, encoded, model)``, ``compute()``, ``reset()``.
     weight_decay: applied to weights, never to biases and norms.
+    lr_multipliers: parameter-name prefix -> factor of the optimizer's lr, e.g. ``{"model": 0.2}`` so
+        that pretrained encoders move slower than new heads (``objectives.*``) when finetuning.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class VLPSystem(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         evaluators: dict[str, Any] | None = None,
         weight_decay: float = 0.01,
+        lr_multipliers: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -53,6 +56,7 @@ class VLPSystem(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.evaluators = dict(evaluators or {})
         self.weight_decay = weight_decay
+        self.lr_multipliers = dict(lr_multipliers or {})
         # One running weighted mean per logged key, created on first use; Lightning reduces them
         # across ranks at epoch end (sum of weighted values / sum of weights, so exact).
         self.running_means = nn.ModuleDict()
@@ -118,7 +122,8 @@ class VLPSystem(pl.LightningModule):
         self._finish_evaluation("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        groups = weight_decay_groups(self, weight_decay=self.weight_decay)
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        groups = parameter_groups(self, self.weight_decay, base_lr, self.lr_multipliers)
         optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}

@@ -1,0 +1,101 @@
+"""Starting a run from another run's weights (``model.init_from=PATH``), with a report of what loaded.
+
+Finetuning starts from a pretraining checkpoint: the towers, projections and fusion must load exactly
+(an error otherwise: finetuning a randomly initialised encoder by accident is a silent disaster), heads
+that exist in both runs with the same shapes are loaded too (e.g. ITM for retrieval), and new task heads
+(VQA, NLVR2) keep their fresh initialisation. Everything that did not load is listed.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (or safetensors), so a file that carries
+arbitrary pickled objects is refused rather than executed.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+# Parameters under these prefixes must all load from the checkpoint, with the same shapes.
+ENCODER_PREFIXES = ("model.vision.", "model.text.", "model.fusion.", "model.vision_proj.", "model.text_proj.")
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a Lightning checkpoint (its ``state_dict``), a plain state dict file, or safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_from={path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} holds pickled objects other than tensors and plain containers, which vlp does not "
+            "execute (weights_only=True); convert it to a state dict or safetensors first"
+        ) from error
+    except (RuntimeError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable checkpoint ({error})") from error
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} has no state dict of tensors")
+    return state
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the run, not in the checkpoint: kept fresh
+    unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the run: ignored
+    mismatched: list[str] = field(default_factory=list)  # "name: checkpoint shape -> run shape"
+
+    def summary(self) -> str:
+        def names(keys: list[str]) -> str:
+            shown = ", ".join(keys[:8])
+            return shown + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.missing:
+            lines.append(f"kept fresh (not in the checkpoint): {names(self.missing)}")
+        if self.unexpected:
+            lines.append(f"ignored (not in this run): {names(self.unexpected)}")
+        if self.mismatched:
+            lines.append(f"kept fresh (shape differs): {names(self.mismatched)}")
+        return "; ".join(lines)
+
+
+def init_from_checkpoint(
+    module: nn.Module, path: str | Path, required_prefixes: tuple[str, ...] = ENCODER_PREFIXES
+) -> LoadReport:
+    """Copy matching tensors of the checkpoint at ``path`` into ``module`` (a VLPSystem: keys ``model.*``,
+    ``objectives.*``); raise if any parameter under ``required_prefixes`` cannot be loaded."""
+    source = read_state_dict(path)
+    target = module.state_dict()
+    report = LoadReport()
+    to_load = {}
+    for name, tensor in target.items():
+        if name not in source:
+            report.missing.append(name)
+        elif source[name].shape != tensor.shape:
+            report.mismatched.append(f"{name}: {tuple(source[name].shape)} -> {tuple(tensor.shape)}")
+        else:
+            to_load[name] = source[name]
+            report.loaded.append(name)
+    report.unexpected = sorted(set(source) - set(target))
+    broken = [item for item in report.missing + report.mismatched if item.startswith(required_prefixes)]
+    if broken:
+        raise ValueError(
+            f"model.init_from={path} does not match this model's encoders ({len(broken)} tensors missing or "
+            f"of another shape, e.g. {'; '.join(broken[:3])}): check the model config against the "
+            "pretraining run's"
+        )
+    module.load_state_dict(to_load, strict=False)
+    log.info("model.init_from=%s: %s", path, report.summary())
+    return report
