@@ -22,7 +22,7 @@ def test_there_are_experiments():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_composes_and_instantiates(experiment, synth_data, tmp_path):
+def test_experiment_composes_and_instantiates(experiment, synth_data, synth_vqa, synth_nlvr2, tmp_path):
     cfg = compose_train_config(overrides_for(synth_data, tmp_path, f"experiment={experiment}"))
     OmegaConf.resolve(cfg)  # every interpolation resolves
     run = build_run(cfg)

@@ -7,6 +7,7 @@ heads' widths from the model (``model.dims``).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +33,26 @@ def build_model(cfg: DictConfig, vocab_size: int) -> VLPModel:
     return instantiate(model_cfg, text={"vocab_size": vocab_size})
 
 
+def data_sizes(factory: Any, datamodule: pl.LightningDataModule) -> dict[str, int]:
+    """Sizes an objective takes from the data (the VQA answer vocabulary), when its signature asks."""
+    parameters = inspect.signature(getattr(factory, "func", factory)).parameters
+    if "num_answers" in parameters:
+        if not hasattr(datamodule, "answers"):
+            raise ValueError(
+                "objectives.vqa needs VQA data (an answer vocabulary): use data=vqa or data=synth_vqa"
+            )
+        return {"num_answers": len(datamodule.answers)}
+    return {}
+
+
 def build_run(cfg: DictConfig) -> Run:
     datamodule = instantiate(cfg.data)
     model = build_model(cfg, vocab_size=len(datamodule.tokenizer))
     datamodule.set_image_config(model.vision.image_size, model.vision.mean, model.vision.std)
-    objectives = {name: factory(dims=model.dims) for name, factory in instantiate(cfg.objectives).items()}
+    objectives = {
+        name: factory(dims=model.dims, **data_sizes(factory, datamodule))
+        for name, factory in instantiate(cfg.objectives).items()
+    }
     evaluators = dict(instantiate(cfg.get("evaluators") or {}))
     system = instantiate(cfg.system, model=model, objectives=objectives, evaluators=evaluators)
     if cfg.model.get("init_from"):

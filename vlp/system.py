@@ -73,8 +73,11 @@ class VLPSystem(pl.LightningModule):
         )
 
     def _step(self, batch: Batch, stage: str) -> Tensor:
-        encoded = self.model.encode(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
-        batch_size = batch["pixel_values"].shape[0]
+        pixel_values = batch["pixel_values"]
+        if pixel_values.ndim == 5:  # image pairs [B, 2, 3, H, W] (NLVR2): encode every image, [2B, ...]
+            pixel_values = pixel_values.flatten(0, 1)
+        encoded = self.model.encode(pixel_values, batch["input_ids"], batch["attention_mask"])
+        batch_size = batch["input_ids"].shape[0]
         total = torch.zeros((), device=self.device)
         for name, objective in self.objectives.items():
             output = objective(batch, encoded, self.model)

@@ -1,0 +1,44 @@
+"""NLVR2 in the pair formulation (ViLT / METER): the sentence is fused with each image separately, the two
+pooled [CLS] states are concatenated, and a classifier says whether the sentence is true of the pair."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vlp.model.vlp import VLPModel
+from vlp.objectives.base import Objective
+from vlp.objectives.vqa import classifier_head
+from vlp.types import Batch, Encoded, ModelDims, ObjectiveOutput
+
+
+class NLVR2PairClassification(Objective):
+    """Expects ``encoded.image`` to hold both images of each pair, ``[2B, ...]`` ordered (left0, right0,
+    left1, ...), as the system encodes ``pixel_values [B, 2, 3, H, W]``; rows labelled -1 are ignored."""
+
+    def __init__(self, dims: ModelDims, weight: float = 1.0) -> None:
+        super().__init__(weight)
+        self.head = classifier_head(2 * dims.fusion_width, 2 * dims.fusion_width, 2)
+
+    def logits(self, encoded: Encoded, model: VLPModel) -> torch.Tensor:
+        text = encoded.text
+        pairs = text.tokens.shape[0]
+        if encoded.image.tokens.shape[0] != 2 * pairs:
+            raise ValueError("objectives.nlvr2 needs image pairs: use an NLVR2 datamodule (data=nlvr2)")
+        tokens = text.tokens.repeat_interleave(2, dim=0)  # each sentence once per image
+        mask = text.attention_mask.repeat_interleave(2, dim=0)
+        fused = model.fuse(tokens, mask, encoded.image.tokens)[:, 0]
+        return self.head(fused.reshape(pairs, -1))  # [left state ; right state]
+
+    def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
+        logits = self.logits(encoded, model)
+        labels = batch["labels"]
+        known = labels >= 0
+        loss = F.cross_entropy(logits, labels, ignore_index=-1) if known.any() else logits.sum() * 0.0
+        with torch.no_grad():
+            correct = (logits.argmax(dim=1) == labels)[known].float()
+        return ObjectiveOutput(
+            loss=loss,
+            metrics={"acc": correct.mean() if known.any() else correct.sum()},
+            metric_weights={"acc": int(known.sum())},
+        )
