@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from tests.conftest import compose_train_config
@@ -65,18 +66,42 @@ def test_nlvr2_objective_fuses_each_image_with_its_sentence(synth_data, synth_nl
     assert torch.allclose(alone[0], straight[0], atol=1e-5)
 
 
-def test_finetuning_runs_end_to_end_from_a_pretraining_checkpoint(
+@pytest.mark.slow
+def test_finetuning_from_a_checkpoint_writes_official_predictions_that_score_as_logged(
     synth_data, synth_vqa, synth_nlvr2, tmp_path
 ):
+    """Pretrain briefly, finetune VQA and NLVR2 from it, then score the prediction files the runs wrote
+    with the official-semantics scorers: the numbers must equal what the runs logged."""
+    from vlp.metrics.nlvr2 import load_nlvr2_rows, nlvr2_scores, read_predictions_csv
+    from vlp.metrics.vqa import load_vqa_results, vqa_accuracy
+
     pretrain = tmp_path / "pretrain"
     vlp_train(synth_data, pretrain, "debug=limit", "data.batch_size=8", "data.eval_batch_size=8",
               "trainer.max_epochs=1", "system.scheduler.warmup_steps=2")  # fmt: skip
     checkpoint = pretrain / "checkpoints" / "last.ckpt"
-    for task, metric in (("vqa", "val/vqa/score"), ("nlvr2", "val/nlvr2/acc")):
-        run_dir = tmp_path / task
+    runs = {}
+    for task in ("vqa", "nlvr2"):
+        run_dir = runs[task] = tmp_path / task
         result = vlp_train(synth_data, run_dir, f"experiment=finetune_{task}", "debug=limit",
-                           "data.batch_size=8", "data.eval_batch_size=8", "trainer.max_epochs=1",
-                           f"model.init_from={checkpoint}", "system.scheduler.warmup_steps=2")  # fmt: skip
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert 0.0 <= metrics[metric] <= 1.0
+                           "trainer.limit_val_batches=1.0", "data.batch_size=8", "data.eval_batch_size=8",
+                           "trainer.max_epochs=1", f"model.init_from={checkpoint}",
+                           "system.scheduler.warmup_steps=2")  # fmt: skip
         assert "loaded" in result.stderr + (run_dir / "train.log").read_text()
+
+    metrics = json.loads((runs["vqa"] / "metrics.json").read_text())
+    annotations = json.loads((synth_vqa.raw / "v2_mscoco_val2014_annotations.json").read_text())[
+        "annotations"
+    ]
+    results = load_vqa_results(runs["vqa"] / "predictions" / "vqa_val_results.json")
+    official = vqa_accuracy(results, annotations)
+    assert metrics["val/vqa/accuracy"] == pytest.approx(official["overall"])
+    assert metrics["val/vqa/accuracy_yes_no"] == pytest.approx(official["per_answer_type"]["yes/no"])
+    assert metrics["val/vqa/num_questions"] == len(annotations)
+
+    metrics = json.loads((runs["nlvr2"] / "metrics.json").read_text())
+    rows = load_nlvr2_rows(synth_nlvr2.raw / "data" / "dev.json")
+    predictions = read_predictions_csv(runs["nlvr2"] / "predictions" / "nlvr2_val_predictions.csv")
+    official = nlvr2_scores(predictions, rows)
+    assert metrics["val/nlvr2/accuracy"] == pytest.approx(official["accuracy"])
+    assert metrics["val/nlvr2/consistency"] == pytest.approx(official["consistency"])
+    assert len(predictions) == len(rows)

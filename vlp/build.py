@@ -7,6 +7,7 @@ heads' widths from the model (``model.dims``).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -33,16 +34,17 @@ def build_model(cfg: DictConfig, vocab_size: int) -> VLPModel:
     return instantiate(model_cfg, text={"vocab_size": vocab_size})
 
 
-def data_sizes(factory: Any, datamodule: pl.LightningDataModule) -> dict[str, int]:
-    """Sizes an objective takes from the data (the VQA answer vocabulary), when its signature asks."""
+def from_data(factory: Any, datamodule: pl.LightningDataModule) -> dict[str, Any]:
+    """What an objective or evaluator takes from the data: the VQA answer vocabulary (``answers``) or its
+    size (``num_answers``), when its signature asks for them."""
     parameters = inspect.signature(getattr(factory, "func", factory)).parameters
-    if "num_answers" in parameters:
-        if not hasattr(datamodule, "answers"):
-            raise ValueError(
-                "objectives.vqa needs VQA data (an answer vocabulary): use data=vqa or data=synth_vqa"
-            )
-        return {"num_answers": len(datamodule.answers)}
-    return {}
+    wanted = [name for name in ("num_answers", "answers") if name in parameters]
+    if wanted and not hasattr(datamodule, "answers"):
+        raise ValueError(
+            "VQA objectives and evaluators need VQA data (an answer vocabulary): data=vqa or synth_vqa"
+        )
+    given = {"num_answers": lambda: len(datamodule.answers), "answers": lambda: datamodule.answers}
+    return {name: given[name]() for name in wanted}
 
 
 def build_run(cfg: DictConfig) -> Run:
@@ -50,10 +52,15 @@ def build_run(cfg: DictConfig) -> Run:
     model = build_model(cfg, vocab_size=len(datamodule.tokenizer))
     datamodule.set_image_config(model.vision.image_size, model.vision.mean, model.vision.std)
     objectives = {
-        name: factory(dims=model.dims, **data_sizes(factory, datamodule))
+        name: factory(dims=model.dims, **from_data(factory, datamodule))
         for name, factory in instantiate(cfg.objectives).items()
     }
-    evaluators = dict(instantiate(cfg.get("evaluators") or {}))
+    evaluators = {
+        name: evaluator(**from_data(evaluator, datamodule))
+        if isinstance(evaluator, functools.partial)
+        else evaluator
+        for name, evaluator in instantiate(cfg.get("evaluators") or {}).items()
+    }
     system = instantiate(cfg.system, model=model, objectives=objectives, evaluators=evaluators)
     if cfg.model.get("init_from"):
         init_from_checkpoint(system, cfg.model.init_from)

@@ -79,8 +79,9 @@ class VLPSystem(pl.LightningModule):
         encoded = self.model.encode(pixel_values, batch["input_ids"], batch["attention_mask"])
         batch_size = batch["input_ids"].shape[0]
         total = torch.zeros((), device=self.device)
+        outputs = {}
         for name, objective in self.objectives.items():
-            output = objective(batch, encoded, self.model)
+            output = outputs[name] = objective(batch, encoded, self.model)
             total = total + objective.weight * output.loss
             self._log_mean(f"{stage}/{name}/loss", output.loss, batch_size, stage)
             for metric, value in output.metrics.items():
@@ -89,7 +90,7 @@ class VLPSystem(pl.LightningModule):
         self._log_mean(f"{stage}/loss", total, batch_size, stage)
         if stage != "train":
             for evaluator in self.evaluators.values():
-                evaluator.update(batch, encoded, self.model)
+                evaluator.update(batch, encoded, self.model, outputs)
         return total
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -110,6 +111,8 @@ class VLPSystem(pl.LightningModule):
             # compute() gathers across ranks, so every rank logs the same numbers: no further sync.
             for metric, value in evaluator.compute().items():
                 self.log(f"{stage}/{name}/{metric}", value, sync_dist=False)
+            if hasattr(evaluator, "save") and self.trainer.is_global_zero:
+                evaluator.save(stage)  # prediction files in the official formats
             evaluator.reset()
 
     def on_validation_epoch_start(self) -> None:

@@ -63,6 +63,8 @@ class ObjectiveOutput:
     loss: Tensor
     metrics: dict[str, Tensor] = field(default_factory=dict)
     metric_weights: dict[str, Tensor | int] = field(default_factory=dict)
+    # per-example outputs that evaluators turn into prediction files (e.g. predicted answer labels)
+    predictions: dict[str, Tensor] = field(default_factory=dict)
 
     def detached_metrics(self) -> dict[str, Tensor]:
         return {name: value.detach() for name, value in self.metrics.items()}

@@ -28,7 +28,7 @@ class ZeroShotRetrieval:
         self._text_embeddings: list[Tensor] = []
 
     @torch.no_grad()
-    def update(self, batch: Batch, encoded: Encoded, model: VLPModel) -> None:
+    def update(self, batch: Batch, encoded: Encoded, model: VLPModel, outputs: dict | None = None) -> None:
         if "retrieval_input_ids" not in batch:
             raise KeyError(
                 "ZeroShotRetrieval needs evaluation batches with retrieval_input_ids (all captions)"

@@ -36,9 +36,11 @@ class NLVR2PairClassification(Objective):
         known = labels >= 0
         loss = F.cross_entropy(logits, labels, ignore_index=-1) if known.any() else logits.sum() * 0.0
         with torch.no_grad():
-            correct = (logits.argmax(dim=1) == labels)[known].float()
+            predicted = logits.argmax(dim=1)
+            correct = (predicted == labels)[known].float()
         return ObjectiveOutput(
             loss=loss,
             metrics={"acc": correct.mean() if known.any() else correct.sum()},
             metric_weights={"acc": int(known.sum())},
+            predictions={"labels": predicted},
         )

@@ -46,5 +46,7 @@ class VQAClassification(Objective):
             score = targets.gather(1, predicted[:, None]).squeeze(1)
             best_possible = targets.max(dim=1).values
         return ObjectiveOutput(
-            loss=loss, metrics={"score": score.mean(), "upper_bound": best_possible.mean()}
+            loss=loss,
+            metrics={"score": score.mean(), "upper_bound": best_possible.mean()},
+            predictions={"labels": predicted},
         )
