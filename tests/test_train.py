@@ -95,3 +95,20 @@ def test_a_run_on_mostly_bad_data_stops_with_a_clear_message(synth_data, tmp_pat
     assert result.returncode != 0
     assert "over the limit callbacks.data_skips.max_skip_rate=0.2" in result.stderr
     assert "undecodable image" in result.stderr + (tmp_path / "run" / "train.log").read_text()
+
+
+def test_vlp_eval_scores_a_checkpoint_on_the_test_split(synth_data, tmp_path):
+    vlp_train(synth_data, tmp_path / "train", "debug=limit", "data.batch_size=8", "data.eval_batch_size=8",
+              "trainer.max_epochs=1", "system.scheduler.warmup_steps=2")  # fmt: skip
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    command = [str(Path(sys.executable).with_name("vlp-eval")), f"data_dir={synth_data.root}",
+               f"hydra.run.dir={tmp_path / 'eval'}", "data.num_workers=0",
+               "trainer.enable_progress_bar=false",
+               f"ckpt_path={checkpoint}", "eval_split=test", "data.eval_batch_size=8"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics_test.json").read_text())
+    assert metrics["test/retrieval/num_images"] == 12  # every test image of the tiny benchmark
+    assert 0.0 <= metrics["test/retrieval/img_r5"] <= 100.0 and "test/itm/acc" in metrics
+    missing = subprocess.run([*command[:-3], "ckpt_path=null"], capture_output=True, text=True, timeout=600)
+    assert missing.returncode != 0 and "vlp-eval needs the checkpoint" in missing.stderr
