@@ -43,3 +43,22 @@ def test_results_that_miss_questions_are_a_one_line_error(tmp_path, capsys):
     assert exited.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("vlp-score vqa: ") and "missing" in err and err.count("\n") == 1
+
+
+def test_caption_scores_official_files_without_java(tmp_path, capsys):
+    from tests.test_caption_metrics import REFERENCES, RESULTS
+    from vlp.metrics.caption import caption_scores
+
+    images = [{"id": image_id, "file_name": f"{image_id}.jpg"} for image_id in REFERENCES]
+    annotations = [{"image_id": image_id, "id": 10 * k + j, "caption": text}
+                   for k, (image_id, texts) in enumerate(REFERENCES.items())
+                   for j, text in enumerate(texts)]  # fmt: skip
+    references = tmp_path / "captions_val2014.json"
+    references.write_text(json.dumps({"images": images, "annotations": annotations}))
+    results = tmp_path / "captions_results.json"
+    results.write_text(json.dumps(RESULTS))
+    vlp_score(["caption", "--references", str(references), "--results", str(results), "--no-java"])
+    printed = json.loads(capsys.readouterr().out)
+    expected = caption_scores(RESULTS, REFERENCES, use_java=False)
+    assert printed == pytest.approx(expected) and set(printed) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4",
+                                                                  "ROUGE_L", "CIDEr"}  # fmt: skip
