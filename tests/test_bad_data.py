@@ -217,3 +217,15 @@ def test_skip_monitor_logs_and_stops_when_the_rate_exceeds_the_limit():
         for step in range(10):
             monitor.on_train_batch_start(trainer, module, {**batch, "data_skipped": torch.tensor(5)}, step)
     assert monitor.state_dict()["skipped"] > 10
+
+
+def test_a_stream_of_only_bad_samples_stops_with_the_reasons_instead_of_spinning():
+    from vlp.data.pipeline import DecodeOrSkip, SkipCounter
+    from vlp.data.samples import decode_caption_sample
+
+    bad = ({"__key__": f"k{i}", "jpg": b"junk", "json": caption_json(i)} for i in range(10**6))
+    stage = DecodeOrSkip(
+        decode_caption_sample, transform=None, counter=SkipCounter(), max_consecutive_skips=50
+    )
+    with pytest.raises(RuntimeError, match="50 bad samples in a row.*undecodable image: 50"):
+        next(stage(bad))

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 # Per worker and reason, this many skipped samples are logged with their key; the rest are only counted.
 LOGGED_SKIPS_PER_REASON = 3
+# A resampled stream over data that is entirely bad would spin forever without producing a batch (so the
+# skip-rate limit never sees it): after this many bad samples in a row a worker stops with the reasons.
+MAX_CONSECUTIVE_SKIPS = 10_000
 
 
 def _worker_info() -> tuple[int, int]:
@@ -165,12 +168,14 @@ class DecodeOrSkip:
         counter: SkipCounter,
         dataset: str = "",
         image_id_offset: int = 0,
+        max_consecutive_skips: int = MAX_CONSECUTIVE_SKIPS,
     ) -> None:
         self.decode = decode
         self.transform = transform
         self.counter = counter
         self.dataset = dataset
         self.image_id_offset = image_id_offset
+        self.max_consecutive_skips = max_consecutive_skips
 
     def _apply(self, raw: dict[str, Any]) -> dict[str, Any]:
         item = self.decode(raw)
@@ -185,14 +190,26 @@ class DecodeOrSkip:
         return item
 
     def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
+        in_a_row = 0
         for raw in samples:
             where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
             try:
-                yield self._apply(raw)
+                item = self._apply(raw)
             except BadSample as error:
                 self.counter.add(error.reason, where)
             except Exception as error:  # noqa: BLE001 - see the class docstring
                 self.counter.add(f"decode error ({type(error).__name__})", f"{where}: {error}")
+            else:
+                in_a_row = 0
+                yield item
+                continue
+            in_a_row += 1
+            if in_a_row >= self.max_consecutive_skips:
+                reasons = ", ".join(f"{reason}: {n}" for reason, n in self.counter.by_reason.most_common(3))
+                raise RuntimeError(
+                    f"{in_a_row} bad samples in a row and none usable (last {where}; {reasons}): "
+                    "are the shards and data config right?"
+                )
 
 
 class BatchWithSkips:
