@@ -74,8 +74,6 @@ class ShardDataModule(pl.LightningDataModule):
         train_transform: keyword arguments for ``timm.data.create_transform`` at training time.
     """
 
-    item_name = "samples"
-
     def __init__(
         self,
         root: str | None,
@@ -207,19 +205,20 @@ class ShardDataModule(pl.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def epoch_items(self) -> int:
-        return self.samples_per_epoch or sum(source.num_items for source in self.train_sources())
+    def epoch_items(self, sources: list[ShardSource] | None = None) -> int:
+        """Items in one epoch; ``sources`` saves re-reading the indexes when the caller has them."""
+        return self.samples_per_epoch or sum(s.num_items for s in sources or self.train_sources())
 
-    def steps_per_epoch(self, world_size: int) -> int:
+    def steps_per_epoch(self, world_size: int, sources: list[ShardSource] | None = None) -> int:
         """Batches per rank in one epoch: one pass over the training items across all ranks."""
-        return max(1, math.ceil(self.epoch_items() / (self.batch_size * world_size)))
+        return max(1, math.ceil(self.epoch_items(sources) / (self.batch_size * world_size)))
 
-    def _batches_per_worker(self, world_size: int) -> int:
+    def _batches_per_worker(self, world_size: int, sources: list[ShardSource]) -> int:
         workers = max(1, self.num_workers)
         if self.resampled:
-            return math.ceil(self.steps_per_epoch(world_size) / workers)
+            return math.ceil(self.steps_per_epoch(world_size, sources) / workers)
         # Exact epochs: whole batches of each (rank, worker)'s share of the pass.
-        return max(1, self.epoch_items() // (self.batch_size * world_size * workers))
+        return max(1, self.epoch_items(sources) // (self.batch_size * world_size * workers))
 
     def _source_stages(
         self, source: ShardSource, counter: SkipCounter, rank: int, world_size: int, offset: int
@@ -232,7 +231,7 @@ class ShardDataModule(pl.LightningDataModule):
             stages = shard_samples(ShuffledShardPass(source.urls, self.seed), counter)
             stages.append(EveryNthSample(rank, world_size))
         stages.append(SeededShuffle(self.shuffle_buffer, self.seed, rank, name=f"shuffle-{source.name}"))
-        stages.append(DecodeOrSkip(self.decode, self._transform(train=True), counter, source.name, offset))
+        stages.append(DecodeOrSkip(self.decode, self._transform(train=True), counter, image_id_offset=offset))
         return stages + self.expand_stages(train=True, rank=rank)
 
     def train_dataloader(self) -> DataLoader:
@@ -256,7 +255,7 @@ class ShardDataModule(pl.LightningDataModule):
                 for i, s in enumerate(sources)
             ]
             stages = [MixedStreams(streams, [s.weight for s in sources], self.seed, rank)]
-        batches_per_worker = self._batches_per_worker(world_size)
+        batches_per_worker = self._batches_per_worker(world_size, sources)
         pipeline = wds.DataPipeline(
             *stages, BatchWithSkips(self.batch_size, self.collate(train=True), partial=False, counter=counter)
         ).with_epoch(batches_per_worker)
@@ -300,7 +299,6 @@ class CaptionDataModule(ShardDataModule):
     """Image-caption pairs for pretraining (ITC, ITM, MLM); evaluation batches carry every caption of
     their images for retrieval."""
 
-    item_name = "images"
     decode = staticmethod(decode_caption_sample)
 
     def __init__(self, *args: Any, mlm_probability: float = 0.15, **kwargs: Any) -> None:
@@ -326,7 +324,6 @@ class VQADataModule(ShardDataModule):
     different images, which would otherwise sit next to each other in a batch.
     """
 
-    item_name = "questions"
     decode = staticmethod(decode_vqa_sample)
 
     def __init__(self, *args: Any, question_shuffle_buffer: int = 256, **kwargs: Any) -> None:
@@ -367,7 +364,6 @@ class VQADataModule(ShardDataModule):
 class NLVR2DataModule(ShardDataModule):
     """NLVR2 rows: an image pair (``pixel_values [B, 2, 3, H, W]``), a sentence and its label."""
 
-    item_name = "pairs"
     decode = staticmethod(decode_nlvr2_sample)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

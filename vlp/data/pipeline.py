@@ -166,14 +166,12 @@ class DecodeOrSkip:
         decode: Callable[[dict], dict],
         transform: Any,
         counter: SkipCounter,
-        dataset: str = "",
         image_id_offset: int = 0,
         max_consecutive_skips: int = MAX_CONSECUTIVE_SKIPS,
     ) -> None:
         self.decode = decode
         self.transform = transform
         self.counter = counter
-        self.dataset = dataset
         self.image_id_offset = image_id_offset
         self.max_consecutive_skips = max_consecutive_skips
 
@@ -183,8 +181,6 @@ class DecodeOrSkip:
             item["pixel_values"] = self.transform(item.pop("image"))
         if "images" in item:
             item["pixel_values"] = torch.stack([self.transform(image) for image in item.pop("images")])
-        if self.dataset:
-            item["dataset"] = self.dataset
         if self.image_id_offset and "image_id" in item:
             item["image_id"] += self.image_id_offset
         return item

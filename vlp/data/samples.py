@@ -60,7 +60,7 @@ def _image_id(sample: dict[str, Any], meta: dict[str, Any]) -> int:
     raise BadSample("missing image_id")
 
 
-def _captions(sample: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+def sample_captions(sample: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     """``captions`` (vlp shards), else img2dataset's ``txt`` member or ``caption`` column."""
     if "captions" in meta:
         raw = meta["captions"] if isinstance(meta["captions"], list) else []
@@ -77,12 +77,17 @@ def _captions(sample: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     return captions
 
 
+def check_download_status(meta: dict[str, Any]) -> None:
+    """img2dataset rows of failed downloads carry a status other than success."""
+    if meta.get("status", "success") != "success":
+        raise BadSample("not a successful download")
+
+
 def decode_caption_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """-> {'image', 'image_id', 'captions', 'key'}."""
     meta = sample_json(sample)
-    if meta.get("status", "success") != "success":  # img2dataset rows for failed downloads
-        raise BadSample("not a successful download")
-    captions = _captions(sample, meta)
+    check_download_status(meta)
+    captions = sample_captions(sample, meta)
     return {
         "image": sample_image(sample),
         "image_id": _image_id(sample, meta),

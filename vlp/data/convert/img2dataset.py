@@ -28,6 +28,7 @@ from vlp.data.convert.common import (
     is_up_to_date,
     progress_bar,
 )
+from vlp.data.samples import BadSample, check_download_status, sample_captions, sample_json
 from vlp.data.shards import CAPTION_SCHEMA, IMAGE_EXTENSIONS, IMG2DATASET_SCHEMA, SplitIndex
 
 # Columns that become first-class fields (or are only about the download) rather than metadata.
@@ -85,29 +86,18 @@ def image_id_of(key: str) -> int:
 
 
 def _parse_sample(key: str, members: dict[str, bytes]) -> tuple[dict[str, Any] | None, str]:
-    """(meta with caption and columns, '') or (None, skip reason) for one member group."""
+    """(meta with caption and columns, '') or (None, skip reason) for one member group: the checks the
+    training pipeline makes (vlp.data.samples), so that passthrough counts what training will accept."""
     image_extension = next((ext for ext in IMAGE_EXTENSIONS if ext in members), None)
     if image_extension is None:
         return None, "no image member"
-    columns: dict[str, Any] = {}
-    if "json" in members:
-        try:
-            columns = json.loads(members["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None, "unparseable json member"
-        if not isinstance(columns, dict):
-            return None, "unparseable json member"
-    if columns.get("status", "success") != "success":
-        return None, "not a successful download"
-    caption = columns.get("caption")
-    if "txt" in members:
-        try:
-            caption = members["txt"].decode("utf-8")
-        except UnicodeDecodeError:
-            return None, "caption is not utf-8"
-    if not isinstance(caption, str) or not caption.strip():
-        return None, "no usable caption"
-    return {"caption": caption.strip(), "image_extension": image_extension, "columns": columns}, ""
+    try:
+        columns = sample_json(members)
+        check_download_status(columns)
+        captions = sample_captions(members, columns)
+    except BadSample as error:
+        return None, error.reason
+    return {"captions": captions, "image_extension": image_extension, "columns": columns}, ""
 
 
 def _pending_samples(shards: list[Path], source: str, report: ConversionReport) -> Iterator[PendingSample]:
@@ -123,12 +113,12 @@ def _pending_samples(shards: list[Path], source: str, report: ConversionReport) 
                 images={"": members[parsed["image_extension"]]},
                 meta={
                     "image_id": image_id_of(key),
-                    "captions": [parsed["caption"]],
+                    "captions": parsed["captions"],
                     "source": source,
                     "key": key,
                     "metadata": metadata,
                 },
-                contents={"captions": 1},
+                contents={"captions": len(parsed["captions"])},
                 label=f"{shard.name}:{key}",
             )
 
@@ -170,7 +160,7 @@ def convert_img2dataset(
                     report.skip(reason, f"{shard.name}:{key}")
                 else:
                     report.written[split] += 1
-                    report.add_contents(split, {"captions": 1})
+                    report.add_contents(split, {"captions": len(parsed["captions"])})
             progress.advance(task)
     folder.mkdir(parents=True, exist_ok=True)
     index = SplitIndex(
@@ -182,7 +172,7 @@ def convert_img2dataset(
         extra={
             "mode": "passthrough",
             "fingerprint": split_fingerprint,
-            "num_captions": report.written[split],
+            "num_captions": report.contents.get(split, {}).get("captions", 0),
         },
     )
     index.write(folder)
