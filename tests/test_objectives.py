@@ -153,12 +153,16 @@ def test_mlm_without_masked_tokens_gives_a_connected_zero_loss(tiny_model):
     assert objective.head[0].weight.grad is not None
 
 
-def test_itm_mean_pooling_ignores_padding():
-    dims = type("Dims", (), {"fusion_width": 3})()
-    objective = ImageTextMatching(dims, pooling="mean")
+def test_mean_pooling_ignores_padding():
+    from vlp.objectives.base import pool_fused
+    from vlp.objectives.nlvr2 import NLVR2PairClassification
+
     fused = torch.tensor([[[1.0, 2.0, 3.0], [3.0, 4.0, 5.0], [100.0, 100.0, 100.0]]])
-    pooled = objective._pool(fused, torch.tensor([[1, 1, 0]]))
+    pooled = pool_fused(fused, torch.tensor([[1, 1, 0]]), "mean")
     assert torch.equal(pooled, torch.tensor([[2.0, 3.0, 4.0]]))
-    assert torch.equal(ImageTextMatching(dims)._pool(fused, torch.tensor([[1, 1, 0]])), fused[:, 0])
-    with pytest.raises(ValueError, match="pooling"):
+    assert torch.equal(pool_fused(fused, torch.tensor([[1, 1, 0]]), "cls"), fused[:, 0])
+    dims = type("Dims", (), {"fusion_width": 3})()
+    with pytest.raises(ValueError, match="objectives.itm.pooling"):
         ImageTextMatching(dims, pooling="max")
+    with pytest.raises(ValueError, match="objectives.nlvr2.pooling"):
+        NLVR2PairClassification(dims, pooling="max")

@@ -29,10 +29,29 @@ def gather_without_grad(tensor: Tensor) -> Tensor:
     return torch.cat(parts, dim=0)
 
 
+def _communication_device(tensor: Tensor) -> torch.device:
+    """NCCL only moves CUDA tensors: CPU tensors (evaluation results kept off the GPU) travel through the
+    current GPU and come back; gloo takes them as they are."""
+    if tensor.device.type == "cpu" and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return tensor.device
+
+
+def all_reduce(tensor: Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> Tensor:
+    """``all_reduce`` that also accepts CPU tensors under NCCL; returns the result on ``tensor``'s device."""
+    if world_size() == 1:
+        return tensor
+    moved = tensor.to(_communication_device(tensor))
+    dist.all_reduce(moved, op=op)
+    return moved.to(tensor.device)
+
+
 def gather_variable_length(tensor: Tensor) -> Tensor:
     """Concatenate tensors whose first dimension differs across ranks (evaluation shards), no gradient."""
     if world_size() == 1:
         return tensor
+    home = tensor.device
+    tensor = tensor.to(_communication_device(tensor))
     local_length = torch.tensor([tensor.shape[0]], device=tensor.device)
     lengths = [torch.zeros_like(local_length) for _ in range(world_size())]
     dist.all_gather(lengths, local_length)
@@ -41,4 +60,5 @@ def gather_variable_length(tensor: Tensor) -> Tensor:
     padded[: tensor.shape[0]] = tensor
     parts = [torch.empty_like(padded) for _ in range(world_size())]
     dist.all_gather(parts, padded.contiguous())
-    return torch.cat([part[: int(length.item())] for part, length in zip(parts, lengths, strict=True)], dim=0)
+    gathered = [part[: int(length.item())] for part, length in zip(parts, lengths, strict=True)]
+    return torch.cat(gathered, dim=0).to(home)

@@ -3,6 +3,7 @@
     vlp-score vqa --annotations v2_mscoco_val2014_annotations.json \\
         [--questions v2_OpenEnded_mscoco_val2014_questions.json] --results results.json [--revision 2016]
     vlp-score nlvr2 --data dev.json --predictions predictions.csv
+    vlp-score retrieval --scores predictions/retrieval_val_topk.npz [--ks 1 5 10]
     vlp-score caption --references captions_val2014.json --results captions_results.json [--no-java]
 
 Prints the metrics as JSON (and writes them with ``--out``). The same functions are in vlp.metrics.
@@ -38,6 +39,12 @@ def score_nlvr2(args: argparse.Namespace) -> dict[str, Any]:
     return nlvr2_scores(read_predictions_csv(args.predictions), load_nlvr2_rows(args.data))
 
 
+def score_retrieval(args: argparse.Namespace) -> dict[str, Any]:
+    from vlp.metrics.retrieval import score_retrieval_file
+
+    return score_retrieval_file(args.scores, tuple(args.ks))
+
+
 def score_caption(args: argparse.Namespace) -> dict[str, Any]:
     from vlp.metrics.caption import caption_scores, coco_references, load_caption_results
 
@@ -68,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nlvr2.add_argument("--predictions", type=Path, required=True, help="CSV lines identifier,prediction")
     nlvr2.set_defaults(score=score_nlvr2)
+    retrieval = tasks.add_parser(
+        "retrieval", help="R@K both ways (ALBEF itm_eval semantics), contrastive and re-ranked"
+    )
+    retrieval.add_argument(
+        "--scores",
+        type=Path,
+        required=True,
+        help="a .npz: vlp-eval's predictions/retrieval_<split>_topk.npz, or a dense similarity "
+        "[N_images, N_texts] with text_image [N_texts] (see vlp.metrics.retrieval.score_retrieval_file)",
+    )
+    retrieval.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help="the K of R@K")
+    retrieval.set_defaults(score=score_retrieval)
     caption = tasks.add_parser("caption", help="BLEU-1..4, ROUGE-L, CIDEr-D (+ METEOR, SPICE with Java)")
     caption.add_argument("--references", type=Path, required=True, help="official captions_<subtype>.json")
     caption.add_argument("--results", type=Path, required=True, help='[{"image_id": int, "caption": str}]')

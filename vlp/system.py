@@ -31,7 +31,8 @@ class VLPSystem(pl.LightningModule):
     optimizer: e.g. ``functools.partial(torch.optim.AdamW, lr=1e-4)``; gets the param groups.
     scheduler: e.g. ``functools.partial(vlp.optim.warmup_cosine, warmup_steps=100)``; gets
         ``total_steps`` from the Trainer. Stepped every optimizer step.
-    evaluators: name -> evaluator with ``update(batch, encoded, model)``, ``compute()``, ``reset()``.
+    evaluators: name -> evaluator with ``update(batch, encoded, model, outputs)``, ``compute()``,
+        ``reset()``; optionally ``save(stage)`` (prediction files, rank 0) and ``bind(model, objectives)``.
     weight_decay: applied to weights, never to biases and norms.
     lr_multipliers: parameter-name prefix -> factor of the optimizer's lr, e.g. ``{"model": 0.2}`` so
         that pretrained encoders move slower than new heads (``objectives.*``) when finetuning.
@@ -55,11 +56,15 @@ class VLPSystem(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.evaluators = dict(evaluators or {})
+        for evaluator in self.evaluators.values():
+            if hasattr(evaluator, "bind"):  # evaluators that run the model's heads (retrieval re-ranking)
+                evaluator.bind(model, dict(self.objectives))
         self.weight_decay = weight_decay
         self.lr_multipliers = dict(lr_multipliers or {})
         # One running weighted mean per logged key, created on first use; Lightning reduces them
         # across ranks at epoch end (sum of weighted values / sum of weights, so exact).
         self.running_means = nn.ModuleDict()
+        self.validated_at_step: int | None = None
 
     def _log_mean(self, key: str, value: Tensor, weight: Tensor | int, stage: str) -> None:
         slot = key.replace("/", "__")  # ModuleDict keys may not contain dots or slashes
@@ -123,6 +128,8 @@ class VLPSystem(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._finish_evaluation("val")
+        if not self.trainer.sanity_checking:
+            self.validated_at_step = self.global_step  # vlp-train reuses this pass for the final metrics
 
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test")

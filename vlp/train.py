@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -45,14 +46,30 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if trainer.fast_dev_run:  # it already validated one batch; checkpoints are off
         results = dict(trainer.callback_metrics)
+    elif best and _last_validation_was(best, run.system, trainer):
+        # the best weights are the ones in memory and were validated last: their metrics (and prediction
+        # files) are already there, and a second pass would cost as much as the first
+        results = dict(trainer.callback_metrics)
+        log.info("the best checkpoint %s is the last one validated: its metrics are final", best)
     else:
         results = trainer.validate(run.system, datamodule=run.datamodule, ckpt_path=best or None)[0]
+        if best:
+            log.info("validated the best checkpoint %s", best)
     metrics = {key: float(value) for key, value in results.items() if key.startswith("val/")}
-    if best:
-        log.info("validated the best checkpoint %s", best)
     if trainer.is_global_zero:
         write_metrics(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _last_validation_was(checkpoint_path: str, system: pl.LightningModule, trainer: pl.Trainer) -> bool:
+    """Whether ``checkpoint_path`` holds the final weights and the last validation pass scored them."""
+    if getattr(system, "validated_at_step", None) != trainer.global_step:
+        return False
+    try:  # mmap: reads the step without loading the tensors
+        saved = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # noqa: BLE001 - an unreadable step only means we validate again
+        return False
+    return saved.get("global_step") == trainer.global_step
 
 
 # conf/ sits next to the package in the repository (the install is editable; see README and docker/).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from vlp.model.vlp import VLPModel
 from vlp.types import Batch, Encoded, ObjectiveOutput
@@ -21,3 +21,22 @@ class Objective(nn.Module):
 
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
         raise NotImplementedError
+
+
+POOLINGS = ("cls", "mean")
+
+
+def pool_fused(fused: Tensor, mask: Tensor, pooling: str) -> Tensor:
+    """One vector per fused sequence ``[B, L, D]``: ``cls`` reads the first token (ALBEF, ViLT); ``mean``
+    averages the fused states of the real tokens, each of which has looked at the image for its own word
+    (a stronger signal for a small model trained from little data)."""
+    if pooling == "cls":
+        return fused[:, 0]
+    weights = mask.to(fused.dtype).unsqueeze(-1)
+    return (fused * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def check_pooling(objective: str, pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise ValueError(f"objectives.{objective}.pooling must be one of {POOLINGS}, got {pooling!r}")
+    return pooling

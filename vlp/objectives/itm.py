@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlp.model.vlp import VLPModel
-from vlp.objectives.base import Objective
+from vlp.objectives.base import Objective, check_pooling, pool_fused
 from vlp.types import Batch, Encoded, ModelDims, ObjectiveOutput
 
 
@@ -54,17 +54,17 @@ class ImageTextMatching(Objective):
         pooling: str = "cls",
     ) -> None:
         super().__init__(weight)
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"objectives.itm.pooling must be 'cls' or 'mean', got {pooling!r}")
-        self.pooling = pooling
+        self.pooling = check_pooling("itm", pooling)
         self.head = nn.Linear(dims.fusion_width, 2)
         self.temperature = sampling_temperature if hard_negatives else None
 
-    def _pool(self, fused: Tensor, mask: Tensor) -> Tensor:
-        if self.pooling == "cls":
-            return fused[:, 0]
-        weights = mask.to(fused.dtype).unsqueeze(-1)
-        return (fused * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    def match_logits(
+        self, model: VLPModel, text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor
+    ) -> Tensor:
+        """``[P, 2]`` no-match / match logits for pairs aligned along the batch (one fusion pass each):
+        what a two-stage retrieval evaluation re-ranks with."""
+        fused = model.fuse(text_tokens, text_mask, image_tokens)
+        return self.head(pool_fused(fused, text_mask, self.pooling))
 
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
         image, text = encoded.image, encoded.text
@@ -77,8 +77,7 @@ class ImageTextMatching(Objective):
             [text.attention_mask, text.attention_mask[negative_texts], text.attention_mask[text_rows]]
         )
         image_tokens = torch.cat([image.tokens, image.tokens[image_rows], image.tokens[negative_images]])
-        fused = model.fuse(text_tokens, text_mask, image_tokens)
-        logits = self.head(self._pool(fused, text_mask))
+        logits = self.match_logits(model, text_tokens, text_mask, image_tokens)
         positives = image.tokens.shape[0]
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         labels[:positives] = 1

@@ -7,17 +7,22 @@ import torch
 import torch.nn.functional as F
 
 from vlp.model.vlp import VLPModel
-from vlp.objectives.base import Objective
+from vlp.objectives.base import Objective, check_pooling, pool_fused
 from vlp.objectives.vqa import classifier_head
 from vlp.types import Batch, Encoded, ModelDims, ObjectiveOutput
 
 
 class NLVR2PairClassification(Objective):
     """Expects ``encoded.image`` to hold both images of each pair, ``[2B, ...]`` ordered (left0, right0,
-    left1, ...), as the system encodes ``pixel_values [B, 2, 3, H, W]``; rows labelled -1 are ignored."""
+    left1, ...), as the system encodes ``pixel_values [B, 2, 3, H, W]``; rows labelled -1 are ignored.
 
-    def __init__(self, dims: ModelDims, weight: float = 1.0) -> None:
+    ``pooling``: how each fused sequence becomes the state that goes into the classifier (see
+    :func:`vlp.objectives.base.pool_fused`; ViLT and METER read the first token, ``cls``).
+    """
+
+    def __init__(self, dims: ModelDims, weight: float = 1.0, pooling: str = "cls") -> None:
         super().__init__(weight)
+        self.pooling = check_pooling("nlvr2", pooling)
         self.head = classifier_head(2 * dims.fusion_width, 2 * dims.fusion_width, 2)
 
     def logits(self, encoded: Encoded, model: VLPModel) -> torch.Tensor:
@@ -27,7 +32,7 @@ class NLVR2PairClassification(Objective):
             raise ValueError("objectives.nlvr2 needs image pairs: use an NLVR2 datamodule (data=nlvr2)")
         tokens = text.tokens.repeat_interleave(2, dim=0)  # each sentence once per image
         mask = text.attention_mask.repeat_interleave(2, dim=0)
-        fused = model.fuse(tokens, mask, encoded.image.tokens)[:, 0]
+        fused = pool_fused(model.fuse(tokens, mask, encoded.image.tokens), mask, self.pooling)
         return self.head(fused.reshape(pairs, -1))  # [left state ; right state]
 
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
