@@ -27,6 +27,7 @@ test-fast: setup
 # Benchmarks write markdown + JSON under benchmarks/results/ (see benchmarks/README.md).
 bench: setup
 	$(PY) benchmarks/convert_throughput.py
+	$(PY) benchmarks/retrieval_cost.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
