@@ -34,17 +34,38 @@ def build_model(cfg: DictConfig, vocab_size: int) -> VLPModel:
     return instantiate(model_cfg, text={"vocab_size": vocab_size})
 
 
+def _special_token(tokenizer: Any, names: tuple[str, ...]) -> int:
+    """The id of the first of ``names`` (e.g. ``cls_token_id``, ``bos_token_id``) the tokenizer has."""
+    for name in names:
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    raise ValueError(f"the tokenizer has none of {', '.join(names)}, which caption generation needs")
+
+
+# What objectives and evaluators can ask the data for, by signature parameter name.
+DATA_PROVIDERS: dict[str, Any] = {
+    "num_answers": lambda data: len(data.answers),
+    "answers": lambda data: data.answers,
+    "tokenizer": lambda data: data.tokenizer,
+    # A caption decoder starts from [CLS] and stops at [SEP], the tokens every caption is framed by.
+    "bos_token_id": lambda data: _special_token(data.tokenizer, ("cls_token_id", "bos_token_id")),
+    "eos_token_id": lambda data: _special_token(data.tokenizer, ("sep_token_id", "eos_token_id")),
+    "pad_token_id": lambda data: _special_token(data.tokenizer, ("pad_token_id",)),
+}
+
+
 def from_data(factory: Any, datamodule: pl.LightningDataModule) -> dict[str, Any]:
-    """What an objective or evaluator takes from the data: the VQA answer vocabulary (``answers``) or its
-    size (``num_answers``), when its signature asks for them."""
+    """What an objective or evaluator takes from the data, when its signature asks for it: the VQA answer
+    vocabulary (``answers``) or its size (``num_answers``), the ``tokenizer``, and the special token ids
+    a caption decoder needs (``bos_token_id``, ``eos_token_id``, ``pad_token_id``)."""
     parameters = inspect.signature(getattr(factory, "func", factory)).parameters
-    wanted = [name for name in ("num_answers", "answers") if name in parameters]
-    if wanted and not hasattr(datamodule, "answers"):
+    wanted = [name for name in DATA_PROVIDERS if name in parameters]
+    if {"num_answers", "answers"} & set(wanted) and not hasattr(datamodule, "answers"):
         raise ValueError(
             "VQA objectives and evaluators need VQA data (an answer vocabulary): data=vqa or synth_vqa"
         )
-    given = {"num_answers": lambda: len(datamodule.answers), "answers": lambda: datamodule.answers}
-    return {name: given[name]() for name in wanted}
+    return {name: DATA_PROVIDERS[name](datamodule) for name in wanted}
 
 
 def build_run(cfg: DictConfig) -> Run:

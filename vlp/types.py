@@ -7,7 +7,9 @@ A batch is a plain ``dict[str, Tensor]`` with HF-style keys, made by the data pi
 - ``image_id [B]``: integer id of the image, so that objectives can tell true negatives from other
   captions of the same image;
 - evaluation batches may add ``retrieval_input_ids [T, L]``, ``retrieval_attention_mask [T, L]`` and
-  ``retrieval_text_image [T]`` (index into the batch) holding *all* captions of the batch's images.
+  ``retrieval_text_image [T]`` (index into the batch) holding *all* captions of the batch's images, and
+  ``captions``, a plain list (one list of raw caption strings per image) that caption metrics score
+  against.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class ModelDims:
     fusion_width: int
     embed_dim: int
     vocab_size: int
+    # layers of the fusion encoder (0 for fusions without layers): a caption decoder that shares their
+    # weights needs one causal self-attention per layer, known before the first step
+    fusion_layers: int = 0
 
 
 @dataclass

@@ -58,7 +58,8 @@ class CaptionCollator:
 
     Training picks a random caption of each image; evaluation takes the first one, masks with a generator
     seeded from the image ids (so evaluation is the same on every run), and also returns all captions of
-    the batch's images for retrieval.
+    the batch's images: tokenized for retrieval, and as raw strings (``captions``, one list per image) for
+    caption metrics, which must see the text as written.
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class CaptionCollator:
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return tokenize(self.tokenizer, texts, self.max_length)
 
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         image_ids = torch.tensor([s["image_id"] for s in samples], dtype=torch.long)
         if self.train:
             generator = None  # the worker's torch RNG, seeded per rank and worker by Lightning
@@ -108,6 +109,7 @@ class CaptionCollator:
             batch["retrieval_input_ids"] = retrieval["input_ids"]
             batch["retrieval_attention_mask"] = retrieval["attention_mask"]
             batch["retrieval_text_image"] = torch.tensor(owner, dtype=torch.long)
+            batch["captions"] = [list(sample["captions"]) for sample in samples]
         return batch
 
 

@@ -12,16 +12,29 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from vlp.model.attention import MultiHeadAttention
+from vlp.model.attention import KVCache, MultiHeadAttention
 
 
 class CrossAttentionLayer(nn.Module):
-    """Pre-norm transformer layer: self-attention over text, cross-attention to image, MLP."""
+    """Pre-norm transformer layer: self-attention over text, cross-attention to image, MLP.
+
+    ``causal=True`` makes the self-attention causal (a caption decoder's layer). The three sub-blocks are
+    also callable one by one, so that a decoder can put its own causal self-attention in front of a
+    fusion layer's cross-attention and MLP (BLIP's weight sharing, see vlp.model.decoder), and the two
+    attentions take a KV cache for step-by-step generation.
+    """
 
     def __init__(
-        self, width: int, image_width: int, num_heads: int, mlp_ratio: float, dropout: float
+        self,
+        width: int,
+        image_width: int,
+        num_heads: int,
+        mlp_ratio: float,
+        dropout: float,
+        causal: bool = False,
     ) -> None:
         super().__init__()
+        self.causal = causal
         self.self_norm = nn.LayerNorm(width)
         self.self_attention = MultiHeadAttention(width, num_heads, dropout=dropout)
         self.cross_norm = nn.LayerNorm(width)
@@ -33,11 +46,24 @@ class CrossAttentionLayer(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, text: Tensor, text_mask: Tensor, image: Tensor, image_mask: Tensor | None) -> Tensor:
+    def attend_text(self, text: Tensor, text_mask: Tensor | None, cache: KVCache | None = None) -> Tensor:
         normed = self.self_norm(text)
-        text = text + self.dropout(self.self_attention(normed, normed, text_mask))
-        text = text + self.dropout(self.cross_attention(self.cross_norm(text), image, image_mask))
+        attended = self.self_attention(normed, normed, text_mask, is_causal=self.causal, cache=cache)
+        return text + self.dropout(attended)
+
+    def attend_image(
+        self, text: Tensor, image: Tensor, image_mask: Tensor | None, cache: KVCache | None = None
+    ) -> Tensor:
+        attended = self.cross_attention(self.cross_norm(text), image, image_mask, cache=cache)
+        return text + self.dropout(attended)
+
+    def feed_forward(self, text: Tensor) -> Tensor:
         return text + self.dropout(self.mlp(self.mlp_norm(text)))
+
+    def forward(
+        self, text: Tensor, text_mask: Tensor | None, image: Tensor, image_mask: Tensor | None
+    ) -> Tensor:
+        return self.feed_forward(self.attend_image(self.attend_text(text, text_mask), image, image_mask))
 
 
 class CrossAttentionFusion(nn.Module):

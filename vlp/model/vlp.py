@@ -41,6 +41,7 @@ class VLPModel(nn.Module):
             fusion_width=self.fusion.width,
             embed_dim=embed_dim,
             vocab_size=text.vocab_size,
+            fusion_layers=len(getattr(self.fusion, "layers", ())),
         )
 
     def encode_image(self, pixel_values: Tensor) -> ImageEncoding:
