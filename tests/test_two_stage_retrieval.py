@@ -186,3 +186,15 @@ def test_two_ranks_split_the_work_and_agree_with_one_process(tmp_path):
     assert expected["itm_passes"] == (9 + 18) * 4 and expected["all_pairs"] == 9 * 18
     # the re-ranker does change the numbers on this case (a random table is a poor re-ranker)
     assert expected["rerank_r_mean"] != expected["r_mean"]
+
+
+def test_vlp_score_retrieval_takes_a_dense_score_matrix(tmp_path, capsys):
+    path = tmp_path / "scores.npz"
+    np.savez(path, similarity=HAND_SIMILARITY.numpy(), text_image=HAND_TEXT_IMAGE.numpy())
+    out = tmp_path / "metrics.json"
+    vlp_score(["--out", str(out), "retrieval", "--scores", str(path), "--ks", "1", "2"])
+    assert json.loads(out.read_text()) == retrieval_recall(HAND_SIMILARITY, HAND_TEXT_IMAGE, ks=(1, 2))
+    np.savez(path, similarity=HAND_SIMILARITY.numpy())
+    with pytest.raises(SystemExit):
+        vlp_score(["retrieval", "--scores", str(path)])
+    assert "a dense similarity needs text_image" in capsys.readouterr().err

@@ -151,8 +151,7 @@ def score_retrieval_file(path: str, ks: tuple[int, ...] = (1, 5, 10)) -> dict[st
             if data[key].dtype != object and data[key].ndim
         }
     if "similarity" in arrays:
-        missing = "text_image" not in arrays
-        if missing:
+        if "text_image" not in arrays:
             raise ValueError(f"{path}: a dense similarity needs text_image (the image index of each text)")
         return retrieval_recall(
             arrays["similarity"], arrays["text_image"].long(), ks, arrays.get("text_to_image")
