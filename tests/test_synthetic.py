@@ -69,11 +69,16 @@ def test_writes_the_karpathy_format_with_all_splits(synth_data):
 
 def test_captions_name_the_objects_in_the_picture(synth_data):
     images = json.loads(synth_data.karpathy_json.read_text())["images"]
+    partial = 0
     for image in images:
         for sentence in image["sentences"]:
             words = set(sentence["tokens"])
-            assert words & set(COLOURS), sentence["raw"]
             assert any(shape in token for token in words for shape in SHAPES), sentence["raw"]
+            if sentence["raw"].startswith("The picture contains"):  # one object, maybe by shape alone
+                partial += 1
+                continue
+            assert words & set(COLOURS), sentence["raw"]
+    assert 0 < partial < sum(len(image["sentences"]) for image in images) / 3
 
 
 def test_rejects_an_image_size_too_small_to_draw(tmp_path, capsys):

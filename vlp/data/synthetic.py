@@ -142,7 +142,9 @@ def _relation(a: SceneObject, b: SceneObject) -> str:
 
 
 def make_captions(objects: list[SceneObject], n_captions: int, rng: np.random.Generator) -> list[str]:
-    """Several templated captions, each naming every object; raw text keeps case and punctuation."""
+    """Several templated captions; raw text keeps case and punctuation. All but one name every object; the
+    last template names a single object, partially ("contains a circle"), as NLVR2 statements and VQA
+    existence questions do, so that pretraining also grounds words that describe part of a scene."""
     order = list(rng.permutation(len(objects)))
     shuffled = [objects[i] for i in order]
     listing = _join([_with_article(o.phrase(False)) for o in shuffled])
@@ -157,13 +159,16 @@ def make_captions(objects: list[SceneObject], n_captions: int, rng: np.random.Ge
         only = shuffled[0]
         relation = f"{_with_article(only.phrase(False))} in the {CELL_NAMES[(only.row, only.col)]}"
         located = f"{relation} of the picture"
+    named = shuffled[-1]
+    partial = named.shape if rng.random() < 0.5 else named.phrase(False)
     templates = [
         f"{listing}.",
-        f"There are {count}: {grouped}.",
+        f"There {'are' if n > 1 else 'is'} {count}: {grouped}.",
         f"{sized} on a dark background.",
         f"{located}.",
         f"A picture of {grouped}; {relation}.",
         f"An image showing {sized}.",
+        f"The picture contains {_with_article(partial)}.",
     ]
     chosen = rng.choice(len(templates), size=n_captions, replace=False)
     captions = [templates[i] for i in sorted(chosen)]
