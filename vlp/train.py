@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import hydra
@@ -66,7 +67,9 @@ def _last_validation_was(checkpoint_path: str, system: pl.LightningModule, train
     if getattr(system, "validated_at_step", None) != trainer.global_step:
         return False
     try:  # mmap: reads the step without loading the tensors
-        saved = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=True)
+        with warnings.catch_warnings():  # Lightning pickles with protocol 4, which torch.load warns about
+            warnings.simplefilter("ignore", UserWarning)
+            saved = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable step only means we validate again
         return False
     return saved.get("global_step") == trainer.global_step
