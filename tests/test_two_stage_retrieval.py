@@ -198,3 +198,14 @@ def test_vlp_score_retrieval_takes_a_dense_score_matrix(tmp_path, capsys):
     with pytest.raises(SystemExit):
         vlp_score(["retrieval", "--scores", str(path)])
     assert "a dense similarity needs text_image" in capsys.readouterr().err
+
+
+def test_a_gallery_smaller_than_k_reranks_everything():
+    # 3 images, 4 texts, rerank_k 16: every candidate is re-ranked, so R@10 is defined (and perfect)
+    evaluator = RetrievalEvaluation(rerank_k=16, rerank_score="itm_prob")
+    perfect_itm = torch.where(HAND_TEXT_IMAGE[None, :] == torch.arange(3)[:, None], 5.0, -5.0)
+    evaluator.bind(TableModel(HAND_SIMILARITY.t().contiguous()), {"itm": TableITM(perfect_itm)})
+    feed(evaluator, torch.eye(3), HAND_TEXT_IMAGE, [[0, 1, 2]])
+    metrics = evaluator.compute()
+    assert metrics["itm_passes"] == 3 * 4 + 4 * 3  # each direction re-scores all of its candidates
+    assert metrics["rerank_r_mean"] == 100.0 and metrics["img_r10"] == 100.0

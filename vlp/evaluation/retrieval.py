@@ -133,18 +133,19 @@ class RetrievalEvaluation:
         device = _device_of(self._model)
         rank, ranks = (dist.get_rank(), world_size()) if world_size() > 1 else (0, 1)
         num_images, num_texts = len(images["id"]), len(text_image)
-        k = min(self.rerank_k or max(self.ks), num_images, num_texts)
+        depth = self.rerank_k or max(self.ks)  # each direction keeps at most all of its candidates
+        text_k, image_k = min(depth, num_texts), min(depth, num_images)
         image_rows = torch.arange(rank, num_images, ranks)
         text_rows = torch.arange(rank, num_texts, ranks)
         image_embeddings, text_embeddings = images["embedding"].to(device), texts["embedding"].to(device)
 
         started = time.perf_counter()
         image_side = self._contrastive(
-            image_embeddings[image_rows.to(device)], text_embeddings, image_rows, text_image, k
+            image_embeddings[image_rows.to(device)], text_embeddings, image_rows, text_image, text_k
         )
         text_side = self._contrastive(
             text_embeddings[text_rows.to(device)], image_embeddings, text_image[text_rows],
-            torch.arange(num_images), k,
+            torch.arange(num_images), image_k,
         )  # fmt: skip
         stage1_seconds = time.perf_counter() - started
 

@@ -115,13 +115,13 @@ def topk_recall(
 
     ``image_candidates, image_scores [N_images, k]``: the text indices each image's re-ranker scored and
     their scores; ``text_candidates, text_scores [N_texts, k]`` likewise with image indices. ``R@K`` is
-    only defined for ``K <= k``.
+    only defined for ``K <= k``, or for any K when the candidates are all there are (a small gallery).
     """
-    num_texts = text_candidates.shape[0]
+    num_images, num_texts = image_candidates.shape[0], text_candidates.shape[0]
     _check_text_image(num_texts, text_image)
-    k = image_candidates.shape[1]
-    if max(ks) > k or max(ks) > text_candidates.shape[1]:
-        raise ValueError(f"R@{max(ks)} needs at least {max(ks)} re-ranked candidates per query, got {k}")
+    for k, everything in ((image_candidates.shape[1], num_texts), (text_candidates.shape[1], num_images)):
+        if max(ks) > k and k < everything:
+            raise ValueError(f"R@{max(ks)} needs at least {max(ks)} re-ranked candidates per query, got {k}")
     image_index = torch.arange(image_candidates.shape[0], device=text_image.device)
     has_caption = torch.zeros(len(image_index), dtype=torch.bool, device=text_image.device)
     has_caption[text_image] = True
