@@ -17,7 +17,7 @@ from torchmetrics import MeanMetric
 
 from vlp.model.vlp import VLPModel
 from vlp.objectives.base import Objective
-from vlp.optim import parameter_groups
+from vlp.optim import freeze_parameters, parameter_groups
 from vlp.types import Batch
 
 OptimizerFactory = Callable[..., Optimizer]  # called with param groups
@@ -36,6 +36,10 @@ class VLPSystem(pl.LightningModule):
     weight_decay: applied to weights, never to biases and norms.
     lr_multipliers: parameter-name prefix -> factor of the optimizer's lr, e.g. ``{"model": 0.2}`` so
         that pretrained encoders move slower than new heads (``objectives.*``) when finetuning.
+    layer_decay: encoder prefix -> layer-wise lr decay, e.g. ``{"model.vision": 0.65}`` (see
+        :func:`vlp.optim.parameter_groups`).
+    freeze: regexes over whole parameter names whose parameters are not trained, e.g.
+        ``["model\\.vision\\..*"]`` (see :func:`vlp.optim.freeze_parameters`).
     """
 
     def __init__(
@@ -47,6 +51,8 @@ class VLPSystem(pl.LightningModule):
         evaluators: dict[str, Any] | None = None,
         weight_decay: float = 0.01,
         lr_multipliers: dict[str, float] | None = None,
+        layer_decay: dict[str, float] | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -61,6 +67,14 @@ class VLPSystem(pl.LightningModule):
                 evaluator.bind(model, dict(self.objectives))
         self.weight_decay = weight_decay
         self.lr_multipliers = dict(lr_multipliers or {})
+        self.layer_decay = dict(layer_decay or {})
+        # Frozen here, not in configure_optimizers: Lightning wraps the system in DDP before it asks for
+        # optimizers, and DDP only leaves out the parameters that already have requires_grad=False (it
+        # would otherwise wait for, or search every step for, gradients that never come). Checkpoints
+        # still hold the frozen tensors, and a resumed run freezes the same ones when it rebuilds the
+        # system, so its parameter groups match the saved optimizer state.
+        freeze_parameters(self, list(freeze or []))
+        self._parameter_groups()  # a wrong prefix fails now, before data loading and DDP start
         # One running weighted mean per logged key, created on first use; Lightning reduces them
         # across ranks at epoch end (sum of weighted values / sum of weights, so exact).
         self.running_means = nn.ModuleDict()
@@ -134,10 +148,12 @@ class VLPSystem(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test")
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def _parameter_groups(self) -> list[dict]:
         base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        groups = parameter_groups(self, self.weight_decay, base_lr, self.lr_multipliers)
-        optimizer = self.optimizer_factory(groups)
+        return parameter_groups(self, self.weight_decay, base_lr, self.lr_multipliers, self.layer_decay)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self._parameter_groups())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(
