@@ -57,11 +57,11 @@ def test_fusion_ignores_padding_and_looks_at_the_image():
     text = torch.randn(1, 5, 16)
     image = torch.randn(1, 7, 24)
     mask = torch.tensor([[1, 1, 1, 0, 0]])
-    fused = fusion(text, mask, image)
+    fused = fusion(text, mask, image).tokens
     changed_padding = text.clone()
     changed_padding[0, 3:] = 100.0
-    assert torch.allclose(fusion(changed_padding, mask, image)[0, :3], fused[0, :3], atol=1e-5)
-    assert not torch.allclose(fusion(text, mask, torch.randn(1, 7, 24))[0, 0], fused[0, 0])
+    assert torch.allclose(fusion(changed_padding, mask, image).tokens[0, :3], fused[0, :3], atol=1e-5)
+    assert not torch.allclose(fusion(text, mask, torch.randn(1, 7, 24)).tokens[0, 0], fused[0, 0])
 
 
 def test_model_encodes_and_fuses(tiny_model):
@@ -71,4 +71,5 @@ def test_model_encodes_and_fuses(tiny_model):
     assert encoded.image.embedding.shape == encoded.text.embedding.shape == (3, tiny_model.dims.embed_dim)
     assert torch.allclose(encoded.image.embedding.norm(dim=-1), torch.ones(3))
     fused = tiny_model.fuse(encoded.text.tokens, encoded.text.attention_mask, encoded.image.tokens)
-    assert fused.shape == (3, 6, tiny_model.dims.fusion_width)
+    assert fused.tokens.shape == (3, 6, tiny_model.dims.fusion_width)
+    assert torch.equal(fused.pooled, fused.tokens[:, 0])  # ALBEF's heads read the fused [CLS] state

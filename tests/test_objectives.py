@@ -137,7 +137,7 @@ def test_mlm_scores_only_masked_positions_and_tracks_the_majority_baseline(tiny_
     logits_head = objective.head
     with torch.no_grad():
         masked = tiny_model.text(batch["mlm_input_ids"], batch["attention_mask"])
-        fused = tiny_model.fuse(masked, batch["attention_mask"], encoded.image.tokens)
+        fused = tiny_model.fuse(masked, batch["attention_mask"], encoded.image.tokens).tokens
         expected = torch.nn.functional.cross_entropy(logits_head(fused[:, 2]), batch["mlm_labels"][:, 2])
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -156,12 +156,14 @@ def test_mlm_without_masked_tokens_gives_a_connected_zero_loss(tiny_model):
 def test_mean_pooling_ignores_padding():
     from vlp.objectives.base import pool_fused
     from vlp.objectives.nlvr2 import NLVR2PairClassification
+    from vlp.types import Fused, ModelDims
 
-    fused = torch.tensor([[[1.0, 2.0, 3.0], [3.0, 4.0, 5.0], [100.0, 100.0, 100.0]]])
+    tokens = torch.tensor([[[1.0, 2.0, 3.0], [3.0, 4.0, 5.0], [100.0, 100.0, 100.0]]])
+    fused = Fused(tokens=tokens, pooled=torch.tensor([[7.0, 8.0]]))
     pooled = pool_fused(fused, torch.tensor([[1, 1, 0]]), "mean")
     assert torch.equal(pooled, torch.tensor([[2.0, 3.0, 4.0]]))
-    assert torch.equal(pool_fused(fused, torch.tensor([[1, 1, 0]]), "cls"), fused[:, 0])
-    dims = type("Dims", (), {"fusion_width": 3})()
+    assert torch.equal(pool_fused(fused, torch.tensor([[1, 1, 0]]), "cls"), fused.pooled)
+    dims = ModelDims(vision_width=3, text_width=3, fusion_width=3, embed_dim=2, vocab_size=5)
     with pytest.raises(ValueError, match="objectives.itm.pooling"):
         ImageTextMatching(dims, pooling="max")
     with pytest.raises(ValueError, match="objectives.nlvr2.pooling"):

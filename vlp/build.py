@@ -19,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 from vlp.checkpoint import init_from_checkpoint
 from vlp.model.vlp import VLPModel
 from vlp.system import VLPSystem
+from vlp.types import CONTRASTIVE, CROSS_ATTENTION_LAYERS, FUSION, ModelDims
 
 
 @dataclass
@@ -68,19 +69,44 @@ def from_data(factory: Any, datamodule: pl.LightningDataModule) -> dict[str, Any
     return {name: DATA_PROVIDERS[name](datamodule) for name in wanted}
 
 
+CAPABILITY_WORDS = {
+    CONTRASTIVE: "unimodal embeddings in a shared space",
+    FUSION: "a fusion encoder",
+    CROSS_ATTENTION_LAYERS: "fusion layers with cross-attention to the image (ALBEF/BLIP)",
+}
+
+
+def check_capabilities(kind: str, parts: dict[str, Any], dims: ModelDims) -> None:
+    """Refuse, in one line, an objective or evaluator whose ``needs`` the model family lacks (ITM or MLM
+    on a dual encoder, ITC on ViLT), naming the ones that would fit."""
+    for name, part in parts.items():
+        needs = getattr(getattr(part, "func", part), "needs", ())
+        missing = [need for need in needs if need not in dims.capabilities]
+        if missing:
+            raise ValueError(
+                f"{kind}.{name} needs {CAPABILITY_WORDS[missing[0]]}, which model family {dims.family} does "
+                f"not have (it has: {', '.join(sorted(dims.capabilities)) or 'nothing'}): remove {name} "
+                f"from {kind}"
+            )
+
+
 def build_run(cfg: DictConfig) -> Run:
     datamodule = instantiate(cfg.data)
     model = build_model(cfg, vocab_size=len(datamodule.tokenizer))
     datamodule.set_image_config(model.vision.image_size, model.vision.mean, model.vision.std)
+    factories = instantiate(cfg.objectives)
+    check_capabilities("objectives", factories, model.dims)
     objectives = {
         name: factory(dims=model.dims, **from_data(factory, datamodule))
-        for name, factory in instantiate(cfg.objectives).items()
+        for name, factory in factories.items()
     }
+    evaluator_factories = instantiate(cfg.get("evaluators") or {})
+    check_capabilities("evaluators", evaluator_factories, model.dims)
     evaluators = {
         name: evaluator(**from_data(evaluator, datamodule))
         if isinstance(evaluator, functools.partial)
         else evaluator
-        for name, evaluator in instantiate(cfg.get("evaluators") or {}).items()
+        for name, evaluator in evaluator_factories.items()
     }
     system = instantiate(cfg.system, model=model, objectives=objectives, evaluators=evaluators)
     if cfg.model.get("init_from"):

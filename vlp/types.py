@@ -25,14 +25,22 @@ Batch = dict[str, Tensor]
 @dataclass
 class ImageEncoding:
     tokens: Tensor  # [B, N, Dv] patch (and class) tokens from the vision tower
-    embedding: Tensor  # [B, E] L2-normalised projection used for contrastive scores
+    embedding: Tensor | None  # [B, E] L2-normalised projection for contrastive scores (None: no such space)
 
 
 @dataclass
 class TextEncoding:
     tokens: Tensor  # [B, L, Dt] token states from the text tower
     attention_mask: Tensor  # [B, L] 1 = real token
-    embedding: Tensor  # [B, E] L2-normalised projection of the first ([CLS]) token
+    embedding: Tensor | None  # [B, E] L2-normalised projection of the pooled text state (None: no space)
+
+
+@dataclass
+class Fused:
+    """What a fusion encoder gives for (text, image) pairs aligned along the batch."""
+
+    tokens: Tensor  # [B, L, D] fused text states: MLM and caption decoders read these
+    pooled: Tensor  # [B, P] the pair's pooled state that ITM / VQA / NLVR2 heads read (P may differ from D)
 
 
 @dataclass
@@ -43,18 +51,31 @@ class Encoded:
     text: TextEncoding
 
 
+# What a model family can do; objectives and evaluators name the capabilities they need (vlp.build checks).
+CONTRASTIVE = "contrastive"  # unimodal embeddings in a shared space (ITC, zero-shot retrieval)
+FUSION = "fusion"  # a cross-modal encoder over (text, image) pairs (ITM, MLM, VQA, NLVR2)
+CROSS_ATTENTION_LAYERS = "cross_attention_layers"  # text layers with cross-attention (BLIP caption sharing)
+
+
 @dataclass(frozen=True)
 class ModelDims:
     """Sizes that heads and objectives must agree with, read from the built model."""
 
     vision_width: int
     text_width: int
-    fusion_width: int
-    embed_dim: int
+    fusion_width: int  # width of the fused text states (``Fused.tokens``); 0 without fusion
+    embed_dim: int  # shared contrastive space; 0 for families without one
     vocab_size: int
     # layers of the fusion encoder (0 for fusions without layers): a caption decoder that shares their
     # weights needs one causal self-attention per layer, known before the first step
     fusion_layers: int = 0
+    pooled_width: int = 0  # width of ``Fused.pooled``; defaults to fusion_width
+    family: str = "albef"  # for messages: which model family this is
+    capabilities: frozenset[str] = frozenset({CONTRASTIVE, FUSION, CROSS_ATTENTION_LAYERS})
+
+    def __post_init__(self) -> None:
+        if not self.pooled_width:
+            object.__setattr__(self, "pooled_width", self.fusion_width)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from vlp.distributed import all_reduce, gather_variable_length, world_size
 from vlp.metrics.retrieval import ranks_among, recall_from_ranks, score_chunks, topk_recall
 from vlp.model.vlp import VLPModel
-from vlp.types import Batch, Encoded
+from vlp.types import CONTRASTIVE, Batch, Encoded
 
 # How a re-ranked pair is scored: the ITM match logit plus the contrastive similarity, as ALBEF's and
 # BLIP's retrieval evaluations do, or the ITM match probability alone.
@@ -59,6 +59,8 @@ class RetrievalEvaluation:
         predictions_dir: where ``retrieval_<stage>_topk.npz`` is written, the candidates with their
             contrastive and re-ranking scores (``vlp-score retrieval`` reads it); ``None``: not written.
     """
+
+    needs = (CONTRASTIVE,)  # stage 1 ranks by embedding similarity (ViLT scores all pairs instead)
 
     def __init__(
         self,

@@ -3,16 +3,22 @@
 Every fusion module has the same interface, so objectives never care which family they talk to::
 
     fusion(text_tokens [B, L, Dt], text_mask [B, L], image_tokens [B, N, Dv], image_mask [B, N] | None)
-        -> fused text states [B, L, D]   (position 0 is the pooled, [CLS]-like state)
+        -> Fused(tokens=fused text states [B, L, D], pooled=the pair's state [B, P])
 
-This file holds the ALBEF/BLIP family: text layers with cross-attention to the image tokens.
+The ALBEF/BLIP family (text layers with cross-attention to the image tokens) is here; METER's two-way
+co-attention is in vlp.model.coattention, ViLT's single stream in vlp.model.single_stream.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from vlp.model.attention import KVCache, MultiHeadAttention
+from vlp.types import Fused
 
 
 class CrossAttentionLayer(nn.Module):
@@ -80,6 +86,7 @@ class CrossAttentionFusion(nn.Module):
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.width = text_width
@@ -88,15 +95,27 @@ class CrossAttentionFusion(nn.Module):
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(text_width)
+        self.gradient_checkpointing = gradient_checkpointing  # recompute each layer in the backward pass
         self.apply(_init_weights)
 
     def forward(
         self, text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, image_mask: Tensor | None = None
-    ) -> Tensor:
+    ) -> Fused:
         hidden = text_tokens
         for layer in self.layers:
-            hidden = layer(hidden, text_mask, image_tokens, image_mask)
-        return self.norm(hidden)
+            hidden = checkpointed(
+                layer, self.gradient_checkpointing, hidden, text_mask, image_tokens, image_mask
+            )
+        hidden = self.norm(hidden)
+        return Fused(tokens=hidden, pooled=hidden[:, 0])  # ALBEF's heads read the fused [CLS] state
+
+
+def checkpointed(layer: Callable[..., Tensor], enabled: bool, *inputs: Tensor | None) -> Tensor:
+    """``layer(*inputs)``, recomputed in the backward pass instead of storing its activations when
+    ``enabled`` and training (gradient checkpointing: memory for compute)."""
+    if enabled and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(layer, *inputs, use_reentrant=False)
+    return layer(*inputs)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -105,6 +124,8 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)

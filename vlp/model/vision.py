@@ -17,6 +17,7 @@ class TimmVisionEncoder(nn.Module):
         checkpoint_path: a local weights file to load instead of the hub.
         image_size: input resolution; passed to timm so that position embeddings match.
         model_kwargs: further ``create_model`` arguments (``depth``, ``embed_dim``, ``patch_size`` ...).
+        gradient_checkpointing: recompute each block's activations in the backward pass (timm's own).
     """
 
     def __init__(
@@ -26,6 +27,7 @@ class TimmVisionEncoder(nn.Module):
         pretrained: bool = False,
         checkpoint_path: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = _create_backbone(
@@ -37,6 +39,8 @@ class TimmVisionEncoder(nn.Module):
             **(model_kwargs or {}),
         )
         self.image_size = image_size
+        if gradient_checkpointing:
+            self.backbone.set_grad_checkpointing(True)
         self.width: int = self.backbone.num_features
         data_config = timm.data.resolve_model_data_config(self.backbone)
         self.mean: tuple[float, ...] = tuple(data_config["mean"])

@@ -13,7 +13,7 @@ from vlp.model.decoder import CaptionDecoder
 from vlp.model.generation import beam_search, greedy_search
 from vlp.model.vlp import VLPModel
 from vlp.objectives.base import Objective
-from vlp.types import Batch, Encoded, ModelDims, ObjectiveOutput
+from vlp.types import CROSS_ATTENTION_LAYERS, Batch, Encoded, ModelDims, ObjectiveOutput
 
 DecoderFactory = Callable[..., CaptionDecoder]  # called with the model's widths (see Captioning)
 
@@ -38,6 +38,9 @@ class Captioning(Objective):
         length_penalty: the exponent of the length that a hypothesis' log-probability is divided by.
         repetition_penalty: CTRL's penalty on tokens already generated (1 = none).
     """
+
+    # BLIP's decoder: the text tower's embeddings and (optionally) the fusion's cross-attention layers
+    needs = (CROSS_ATTENTION_LAYERS,)
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from vlp import distributed
 from vlp.model.vlp import VLPModel
 from vlp.objectives.base import Objective
-from vlp.types import Batch, Encoded, ModelDims, ObjectiveOutput
+from vlp.types import CONTRASTIVE, Batch, Encoded, ModelDims, ObjectiveOutput
 
 
 def contrastive_targets(image_ids: Tensor) -> Tensor:
@@ -40,6 +40,8 @@ class ImageTextContrastive(Objective):
         gather_with_grad: gather embeddings across ranks with gradient (correct gradient of the global
             loss); ``False`` gathers without, as ALBEF/BLIP do.
     """
+
+    needs = (CONTRASTIVE,)
 
     def __init__(
         self,

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlp.model.vlp import VLPModel
-from vlp.objectives.base import Objective, check_pooling, pool_fused
-from vlp.types import Batch, Encoded, ModelDims, ObjectiveOutput
+from vlp.objectives.base import Objective, check_pooling, pool_fused, pooled_width
+from vlp.types import CONTRASTIVE, FUSION, Batch, Encoded, ModelDims, ObjectiveOutput
 
 
 def sample_negatives(
@@ -39,7 +39,8 @@ class ImageTextMatching(Objective):
     (3B pairs, as ALBEF does), in a single fusion pass.
 
     Args:
-        hard_negatives: sample negatives in proportion to contrastive similarity (else uniformly).
+        hard_negatives: sample negatives in proportion to contrastive similarity (else uniformly, as ViLT
+            does; a family without contrastive embeddings must set it to false).
         sampling_temperature: the softmax temperature for hard-negative sampling.
         pooling: ``cls`` reads the fused first token (ALBEF); ``mean`` averages the fused states of all real
             tokens, each of which has looked at the image for its own word (learns faster from scratch).
@@ -54,9 +55,16 @@ class ImageTextMatching(Objective):
         pooling: str = "cls",
     ) -> None:
         super().__init__(weight)
+        if hard_negatives and CONTRASTIVE not in dims.capabilities:
+            raise ValueError(
+                f"objectives.itm.hard_negatives=true samples negatives by contrastive similarity, which "
+                f"model family {dims.family} has no embeddings for: set objectives.itm.hard_negatives=false"
+            )
         self.pooling = check_pooling("itm", pooling)
-        self.head = nn.Linear(dims.fusion_width, 2)
+        self.head = nn.Linear(pooled_width(dims, self.pooling), 2)
         self.temperature = sampling_temperature if hard_negatives else None
+
+    needs = (FUSION,)
 
     def match_logits(
         self, model: VLPModel, text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor
@@ -69,7 +77,10 @@ class ImageTextMatching(Objective):
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
         image, text = encoded.image, encoded.text
         with torch.no_grad():
-            similarity = image.embedding @ text.embedding.t()  # [images, texts]
+            if self.temperature is None:  # uniform negatives: the similarities are not read
+                similarity = text.tokens.new_zeros(image.tokens.shape[0], text.tokens.shape[0])
+            else:
+                similarity = image.embedding @ text.embedding.t()  # [images, texts]
             image_rows, negative_texts = sample_negatives(similarity, batch["image_id"], self.temperature)
             text_rows, negative_images = sample_negatives(similarity.t(), batch["image_id"], self.temperature)
         text_tokens = torch.cat([text.tokens, text.tokens[negative_texts], text.tokens[text_rows]])

@@ -8,7 +8,7 @@ from torch import nn
 
 from vlp.model.vlp import VLPModel
 from vlp.objectives.base import Objective
-from vlp.types import Batch, Encoded, ModelDims, ObjectiveOutput, zero_loss
+from vlp.types import FUSION, Batch, Encoded, ModelDims, ObjectiveOutput, zero_loss
 
 
 class MaskedLanguageModeling(Objective):
@@ -18,6 +18,8 @@ class MaskedLanguageModeling(Objective):
     token that was most often masked in training so far, on the same masked tokens. That is the baseline
     the learned accuracy has to beat.
     """
+
+    needs = (FUSION,)
 
     def __init__(self, dims: ModelDims, weight: float = 1.0) -> None:
         super().__init__(weight)
@@ -31,7 +33,7 @@ class MaskedLanguageModeling(Objective):
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
         attention_mask = batch["attention_mask"]
         masked_text = model.text(batch["mlm_input_ids"], attention_mask)
-        fused = model.fuse(masked_text, attention_mask, encoded.image.tokens)
+        fused = model.fuse(masked_text, attention_mask, encoded.image.tokens).tokens
         labels = batch["mlm_labels"]
         picked = labels != -100
         if not picked.any():  # keep the head in the graph: DDP expects a gradient for every parameter

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from vlp.model.vlp import VLPModel
-from vlp.objectives.base import Objective, check_pooling, pool_fused
+from vlp.objectives.base import Objective, check_pooling, pool_fused, pooled_width
 from vlp.objectives.vqa import classifier_head
-from vlp.types import Batch, Encoded, ModelDims, ObjectiveOutput
+from vlp.types import FUSION, Batch, Encoded, ModelDims, ObjectiveOutput
 
 
 class NLVR2PairClassification(Objective):
@@ -20,10 +20,13 @@ class NLVR2PairClassification(Objective):
     :func:`vlp.objectives.base.pool_fused`; ViLT and METER read the first token, ``cls``).
     """
 
+    needs = (FUSION,)
+
     def __init__(self, dims: ModelDims, weight: float = 1.0, pooling: str = "cls") -> None:
         super().__init__(weight)
         self.pooling = check_pooling("nlvr2", pooling)
-        self.head = classifier_head(2 * dims.fusion_width, 2 * dims.fusion_width, 2)
+        width = 2 * pooled_width(dims, self.pooling)  # [left state ; right state]
+        self.head = classifier_head(width, width, 2)
 
     def logits(self, encoded: Encoded, model: VLPModel) -> torch.Tensor:
         text = encoded.text

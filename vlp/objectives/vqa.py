@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlp.model.vlp import VLPModel
-from vlp.objectives.base import Objective
-from vlp.types import Batch, Encoded, ModelDims, ObjectiveOutput
+from vlp.objectives.base import Objective, check_pooling, pool_fused, pooled_width
+from vlp.types import FUSION, Batch, Encoded, ModelDims, ObjectiveOutput
 
 
 def classifier_head(in_width: int, hidden: int, classes: int) -> nn.Sequential:
@@ -24,14 +24,19 @@ class VQAClassification(Objective):
     num_answers: size of the answer vocabulary (read from the datamodule's answers.json by vlp.build).
     """
 
-    def __init__(self, dims: ModelDims, num_answers: int, weight: float = 1.0) -> None:
+    needs = (FUSION,)
+
+    def __init__(self, dims: ModelDims, num_answers: int, weight: float = 1.0, pooling: str = "cls") -> None:
         super().__init__(weight)
         self.num_answers = num_answers
-        self.head = classifier_head(dims.fusion_width, 2 * dims.fusion_width, num_answers)
+        self.pooling = check_pooling("vqa", pooling)
+        width = pooled_width(dims, self.pooling)
+        self.head = classifier_head(width, 2 * width, num_answers)
 
     def logits(self, encoded: Encoded, model: VLPModel) -> torch.Tensor:
-        fused = model.fuse(encoded.text.tokens, encoded.text.attention_mask, encoded.image.tokens)
-        return self.head(fused[:, 0])
+        mask = encoded.text.attention_mask
+        fused = model.fuse(encoded.text.tokens, mask, encoded.image.tokens)
+        return self.head(pool_fused(fused, mask, self.pooling))
 
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
         logits = self.logits(encoded, model)
