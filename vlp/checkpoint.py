@@ -12,11 +12,13 @@ arbitrary pickled objects is refused rather than executed.
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # in the run, not in the checkpoint: kept fresh
     unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the run: ignored
     mismatched: list[str] = field(default_factory=list)  # "name: checkpoint shape -> run shape"
+    resized: list[str] = field(default_factory=list)  # position embeddings interpolated to this run's grid
 
     def summary(self) -> str:
         def names(keys: list[str]) -> str:
@@ -66,6 +69,8 @@ class LoadReport:
             lines.append(f"kept fresh (not in the checkpoint): {names(self.missing)}")
         if self.unexpected:
             lines.append(f"ignored (not in this run): {names(self.unexpected)}")
+        if self.resized:
+            lines.append(f"position embeddings interpolated: {names(self.resized)}")
         if self.mismatched:
             lines.append(f"kept fresh (shape differs): {names(self.mismatched)}")
         return "; ".join(lines)
@@ -81,13 +86,18 @@ def init_from_checkpoint(
     report = LoadReport()
     to_load = {}
     for name, tensor in target.items():
+        shapes = f"{name}: {tuple(source[name].shape)} -> {tuple(tensor.shape)}" if name in source else ""
         if name not in source:
             report.missing.append(name)
-        elif source[name].shape != tensor.shape:
-            report.mismatched.append(f"{name}: {tuple(source[name].shape)} -> {tuple(tensor.shape)}")
-        else:
+        elif source[name].shape == tensor.shape:
             to_load[name] = source[name]
             report.loaded.append(name)
+        elif (resized := _resize_position_embedding(module, name, source[name])) is not None:
+            to_load[name] = resized
+            report.loaded.append(name)
+            report.resized.append(shapes)
+        else:
+            report.mismatched.append(shapes)
     report.unexpected = sorted(set(source) - set(target))
     broken = [item for item in report.missing + report.mismatched if item.startswith(required_prefixes)]
     if broken:
@@ -99,3 +109,26 @@ def init_from_checkpoint(
     module.load_state_dict(to_load, strict=False)
     log.info("model.init_from=%s: %s", path, report.summary())
     return report
+
+
+def _resize_position_embedding(module: nn.Module, name: str, tensor: Tensor) -> Tensor | None:
+    """A timm ViT's ``pos_embed`` from a checkpoint trained at another resolution, interpolated (bicubic,
+    as timm resizes its own pretrained weights) to this run's patch grid; ``None`` for anything else.
+
+    Finetuning at a higher resolution than pretraining (ViLT, ALBEF, METER: 224/256/288 -> 384) changes the
+    number of patches; the class-token rows are kept as they are.
+    """
+    if not name.endswith(".pos_embed") or tensor.ndim != 3:
+        return None
+    owner = module.get_submodule(name.rsplit(".", 1)[0])
+    grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
+    prefix_tokens = getattr(owner, "num_prefix_tokens", None)
+    if grid is None or prefix_tokens is None or getattr(owner, "no_embed_class", False):
+        return None
+    old_patches = tensor.shape[1] - prefix_tokens
+    old_side = math.isqrt(old_patches)
+    if old_side * old_side != old_patches:
+        return None  # not a square grid: leave it to the shape-mismatch report
+    return resample_abs_pos_embed(
+        tensor, new_size=list(grid), old_size=[old_side, old_side], num_prefix_tokens=prefix_tokens
+    )
