@@ -13,6 +13,9 @@ from vlp.model.vision import TimmVisionEncoder
         ("vit_tiny_patch16_224", {"patch_size": 8, "depth": 1}, 16 + 1),  # 4x4 patches + class token
         ("resnet18", {}, 1),  # 32 px / stride 32 = a 1x1 feature map
         ("convnext_atto", {}, 1),
+        # DeiT's distillation token is a second prefix token
+        ("deit_tiny_distilled_patch16_224", {"depth": 1, "embed_dim": 32, "num_heads": 2}, 4 + 2),
+        ("vit_base_patch16_clip_quickgelu_224", {"depth": 1, "embed_dim": 32, "num_heads": 2}, 4 + 1),
     ],
 )
 def test_any_timm_model_gives_tokens_and_a_pooled_vector(name, kwargs, tokens):
@@ -21,6 +24,60 @@ def test_any_timm_model_gives_tokens_and_a_pooled_vector(name, kwargs, tokens):
     assert token_states.shape == (2, tokens, encoder.width)
     assert pooled.shape == (2, encoder.width)
     assert len(encoder.mean) == len(encoder.std) == 3
+
+
+def test_swin_gives_its_last_stage_grid_as_tokens():
+    encoder = TimmVisionEncoder(
+        "swin_tiny_patch4_window7_224",
+        image_size=224,
+        model_kwargs={"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
+    )
+    tokens, pooled = encoder(torch.randn(1, 3, 224, 224))
+    assert tokens.shape == (1, 7 * 7, encoder.width) and pooled.shape == (1, encoder.width)
+
+
+def test_a_local_vit_file_at_another_resolution_loads_with_resized_position_embeddings(tmp_path):
+    """Weights saved at 32 px (2x2 patches) start a 64 px tower (4x4): timm's loader interpolates."""
+    from timm.layers import resample_abs_pos_embed
+
+    kwargs = {"patch_size": 16, "depth": 1, "embed_dim": 32, "num_heads": 2}
+    torch.manual_seed(0)
+    saved = TimmVisionEncoder("vit_tiny_patch16_224", image_size=32, model_kwargs=kwargs).backbone
+    torch.save(saved.state_dict(), tmp_path / "vit.pth")
+    encoder = TimmVisionEncoder(
+        "vit_tiny_patch16_224", image_size=64, checkpoint_path=str(tmp_path / "vit.pth"), model_kwargs=kwargs
+    )
+    expected = resample_abs_pos_embed(saved.pos_embed.detach(), new_size=[4, 4], num_prefix_tokens=1)
+    assert torch.allclose(encoder.backbone.pos_embed, expected)
+    assert torch.equal(encoder.backbone.blocks[0].attn.qkv.weight, saved.blocks[0].attn.qkv.weight)
+
+
+def test_roberta_loads_from_a_local_folder_and_clip_text_pools_its_last_token(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel, RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=20)  # fmt: skip
+    RobertaModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "roberta")
+    roberta = HFTextEncoder(vocab_size=40, name_or_path=str(tmp_path / "roberta"))
+    assert type(roberta.encoder).__name__ == "RobertaModel"
+
+    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    clip_config = CLIPTextConfig(vocab_size=40, max_position_embeddings=20, eos_token_id=39, **sizes)
+    CLIPTextModel(clip_config).save_pretrained(tmp_path / "clip")
+    clip = HFTextEncoder(
+        vocab_size=40,
+        name_or_path=str(tmp_path / "clip"),
+        model_class="CLIPTextModel",
+        pooled_output="last_token",
+    ).eval()
+    ids = torch.tensor([[5, 6, 39, 0], [5, 6, 7, 39]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    tokens, pooled = clip.encode(ids, mask)
+    expected = CLIPTextModel.from_pretrained(tmp_path / "clip").eval()(input_ids=ids, attention_mask=mask)
+    assert torch.allclose(pooled, expected.pooler_output, atol=1e-6)
+    with pytest.raises(ValueError, match="not a transformers model class"):
+        HFTextEncoder(vocab_size=40, name_or_path=str(tmp_path / "clip"), model_class="NoSuchModel")
 
 
 def test_text_encoder_loads_a_local_pretrained_folder(tmp_path):

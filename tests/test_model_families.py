@@ -47,7 +47,10 @@ def test_tiny_presets_run_their_objectives(overrides, logged, synth_data, synth_
         (["model=clip_tiny", "objectives=[itc,itm]"], "objectives.itm needs a fusion encoder"),
         (["model=clip_tiny", "objectives=[itc,mlm]"], "objectives.mlm needs a fusion encoder"),
         (["model=vilt_tiny", "objectives=[itc]"], "objectives.itc needs unimodal embeddings"),
-        (["experiment=pretrain_vilt", "evaluators=[zero_shot_retrieval]"], "evaluators.retrieval needs unimodal"),
+        (
+            ["experiment=pretrain_vilt", "evaluators=[zero_shot_retrieval]"],
+            "evaluators.retrieval needs unimodal",
+        ),
         (["model=meter_tiny", "objectives=[captioning]"], "objectives.captioning needs fusion layers"),
         (["model=vilt_tiny", "objectives=[itm]"], "set objectives.itm.hard_negatives=false"),
     ],

@@ -89,6 +89,31 @@ def test_vilt_converts_to_the_same_pooled_state_and_vqa_logits(tmp_path):
     assert torch.allclose(logits, expected_logits, atol=TOLERANCE)
 
 
+def test_vilt_nlvr2_converts_to_the_same_pair_logits(tmp_path):
+    """ViLT's NLVR2 model fuses the right image with a third modality type; vlp's pair objective too."""
+    torch.manual_seed(0)
+    hf = transformers.ViltForImagesAndTextClassification(
+        vilt_config(num_images=2, modality_type_vocab_size=3, num_labels=2)
+    ).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    _, overrides = convert("vilt", tmp_path / "hf", tmp_path / "nlvr2.safetensors")
+    assert "model.modality_types=3" in overrides
+
+    from vlp.objectives.nlvr2 import NLVR2PairClassification
+
+    model = build_vlp(overrides)
+    holder = Holder(model, {"nlvr2": NLVR2PairClassification(model.dims)}).eval()
+    report = init_from_checkpoint(holder, tmp_path / "nlvr2.safetensors")
+    assert not report.missing and not report.mismatched and not report.unexpected
+    ids, mask = text_inputs(2, 8, eos=VOCAB - 1)
+    pixels = torch.randn(2, 2, 3, 32, 32)  # [pairs, (left, right), ...]
+    with torch.no_grad():
+        expected = hf(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
+        encoded = model.encode(pixels.flatten(0, 1), ids, mask)  # images ordered left0, right0, left1, ...
+        logits = holder.objectives["nlvr2"].logits(encoded, model)
+    assert torch.allclose(logits, expected, atol=TOLERANCE)
+
+
 def test_vilt_task_heads_map_to_vlp_objectives(tmp_path):
     """Retrieval's single score becomes ITM's match logit; the MLM head keeps its layout."""
     torch.manual_seed(0)

@@ -61,6 +61,9 @@ class SingleStreamModel(nn.Module):
         self.vision = vision
         self.text = text
         self.fusion = SingleStreamFusion(vision.width, modality_types)
+        # ViLT's NLVR2 model tags the second image of a pair with its own type (2): with a third type
+        # row, the NLVR2 objective asks for it
+        self.second_image_type = 2 if modality_types >= 3 else None
         self.dims = ModelDims(
             vision_width=vision.width,
             text_width=text.width,
@@ -91,12 +94,14 @@ class SingleStreamModel(nn.Module):
         )
 
     def fuse(
-        self, text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, image_type: int = 1
+        self, text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, image_type: int | Tensor = 1
     ) -> Fused:
-        """Run the ViT's blocks over [text ; image]; the fused text states are the first ``L`` outputs."""
+        """Run the ViT's blocks over [text ; image]; the fused text states are the first ``L`` outputs.
+        ``image_type``: the image tokens' modality type, one for all rows or one per row ``[B]``."""
         backbone, types = self.vision.backbone, self.fusion.modality_embeddings.weight
         length = text_tokens.shape[1]
-        stream = torch.cat([text_tokens + types[0], image_tokens + types[image_type]], dim=1)
+        image_types = types[image_type] if isinstance(image_type, int) else types[image_type][:, None]
+        stream = torch.cat([text_tokens + types[0], image_tokens + image_types], dim=1)
         image_mask = text_mask.new_ones(image_tokens.shape[:2])
         attention_mask = torch.cat([text_mask, image_mask], dim=1).bool()[:, None, None, :]
         remat = bool(getattr(backbone, "grad_checkpointing", False))

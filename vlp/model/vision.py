@@ -14,8 +14,9 @@ class TimmVisionEncoder(nn.Module):
     Args:
         name: any timm model name (``vit_base_patch16_224``, ``deit_small_patch16_224``, ...).
         pretrained: load timm's pretrained weights (from the hub cache, or ``checkpoint_path``).
-        checkpoint_path: a local weights file to load instead of the hub.
-        image_size: input resolution; passed to timm so that position embeddings match.
+        checkpoint_path: a local weights file (a timm state dict, .pth / .bin / .safetensors) to load
+            instead of the hub; position embeddings are interpolated to ``image_size`` as for hub weights.
+        image_size: input resolution; passed to timm, which resizes pretrained position embeddings to it.
         model_kwargs: further ``create_model`` arguments (``depth``, ``embed_dim``, ``patch_size`` ...).
         gradient_checkpointing: recompute each block's activations in the backward pass (timm's own).
     """
@@ -30,14 +31,13 @@ class TimmVisionEncoder(nn.Module):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        self.backbone = _create_backbone(
-            name,
-            image_size,
-            pretrained=pretrained,
-            checkpoint_path=checkpoint_path or "",
-            num_classes=0,
-            **(model_kwargs or {}),
-        )
+        weights: dict[str, Any] = {"pretrained": pretrained}
+        if checkpoint_path:
+            # Through timm's pretrained loader rather than create_model(checkpoint_path=...): its filter
+            # interpolates position embeddings when image_size differs from the file's resolution and
+            # drops a classifier the file may have.
+            weights = {"pretrained": True, "pretrained_cfg_overlay": {"file": checkpoint_path}}
+        self.backbone = _create_backbone(name, image_size, num_classes=0, **weights, **(model_kwargs or {}))
         self.image_size = image_size
         if gradient_checkpointing:
             self.backbone.set_grad_checkpointing(True)

@@ -35,7 +35,13 @@ class NLVR2PairClassification(Objective):
             raise ValueError("objectives.nlvr2 needs image pairs: use an NLVR2 datamodule (data=nlvr2)")
         tokens = text.tokens.repeat_interleave(2, dim=0)  # each sentence once per image
         mask = text.attention_mask.repeat_interleave(2, dim=0)
-        fused = pool_fused(model.fuse(tokens, mask, encoded.image.tokens), mask, self.pooling)
+        second_type = getattr(model, "second_image_type", None)  # ViLT checkpoints tag right images apart
+        types = (
+            {}
+            if second_type is None
+            else {"image_type": torch.tensor([1, second_type], device=tokens.device).repeat(pairs)}
+        )
+        fused = pool_fused(model.fuse(tokens, mask, encoded.image.tokens, **types), mask, self.pooling)
         return self.head(fused.reshape(pairs, -1))  # [left state ; right state]
 
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
