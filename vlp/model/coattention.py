@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from vlp.model.attention import MultiHeadAttention
-from vlp.model.fusion import _init_weights, checkpointed
+from vlp.model.fusion import init_bert_weights, checkpointed
 from vlp.types import Fused
 
 
@@ -89,7 +89,7 @@ class CoAttentionFusion(nn.Module):
         self.text_pooler = Pooler(width)
         self.image_pooler = Pooler(width)
         self.gradient_checkpointing = gradient_checkpointing
-        self.apply(_init_weights)
+        self.apply(init_bert_weights)
 
     def forward(
         self, text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, image_mask: Tensor | None = None

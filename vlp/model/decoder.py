@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlp.model.attention import KVCache, MultiHeadAttention
-from vlp.model.fusion import CrossAttentionLayer, _init_weights
+from vlp.model.fusion import CrossAttentionLayer, init_bert_weights
 from vlp.model.generation import NextLogits
 from vlp.model.vlp import VLPModel
 
@@ -104,7 +104,7 @@ class CaptionDecoder(nn.Module):
                 for _ in range(num_layers)
             )
         self.norm = nn.LayerNorm(width)
-        self.apply(_init_weights)
+        self.apply(init_bert_weights)
         # The LM head's weight is the text tower's word embedding matrix; only its bias lives here.
         self.lm_bias = nn.Parameter(torch.zeros(vocab_size))
 

@@ -96,7 +96,7 @@ class CrossAttentionFusion(nn.Module):
         )
         self.norm = nn.LayerNorm(text_width)
         self.gradient_checkpointing = gradient_checkpointing  # recompute each layer in the backward pass
-        self.apply(_init_weights)
+        self.apply(init_bert_weights)
 
     def forward(
         self, text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor, image_mask: Tensor | None = None
@@ -118,7 +118,7 @@ def checkpointed(layer: Callable[..., Tensor], enabled: bool, *inputs: Tensor | 
     return layer(*inputs)
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_bert_weights(module: nn.Module) -> None:
     """BERT's initialisation (normal, std 0.02) for the layers we write ourselves."""
     if isinstance(module, nn.Linear):
         nn.init.normal_(module.weight, std=0.02)

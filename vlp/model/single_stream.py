@@ -17,7 +17,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from vlp.model.fusion import _init_weights, checkpointed
+from vlp.model.fusion import init_bert_weights, checkpointed
 from vlp.model.text import HFTextEncoder
 from vlp.model.vision import TimmVisionEncoder
 from vlp.types import FUSION, Encoded, Fused, ImageEncoding, ModelDims, TextEncoding
@@ -34,7 +34,7 @@ class SingleStreamFusion(nn.Module):
         self.width = width
         self.modality_embeddings = nn.Embedding(modality_types, width)
         self.pooler = nn.Linear(width, width)
-        self.apply(_init_weights)
+        self.apply(init_bert_weights)
 
 
 class SingleStreamModel(nn.Module):

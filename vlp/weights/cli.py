@@ -42,15 +42,20 @@ def load_hf(source: Path, expected: tuple[str, ...]) -> tuple[Any, dict[str, Ten
     return config, {key: value.detach().cpu() for key, value in model.state_dict().items()}
 
 
-def vilt_overrides(config: Any) -> list[str]:
-    """``vlp-train`` overrides that build model=vilt with this ViLT config's sizes."""
-    size = {
+def timm_vit_size(config: Any) -> dict[str, Any]:
+    """timm ``create_model`` arguments for the ViT an HF vision config describes."""
+    return {
         "patch_size": config.patch_size,
         "embed_dim": config.hidden_size,
         "depth": config.num_hidden_layers,
         "num_heads": config.num_attention_heads,
         "mlp_ratio": config.intermediate_size / config.hidden_size,
     }
+
+
+def vilt_overrides(config: Any) -> list[str]:
+    """``vlp-train`` overrides that build model=vilt with this ViLT config's sizes."""
+    size = timm_vit_size(config)
     return [
         "model=vilt",
         "model.vision.pretrained=false",
@@ -68,13 +73,7 @@ def clip_overrides(config: Any) -> list[str]:
     vision, text = config.vision_config, config.text_config
     if vision.hidden_act != "quick_gelu":
         raise ValueError(f"CLIP vision hidden_act={vision.hidden_act}: vlp's preset is the QuickGELU ViT")
-    size = {
-        "patch_size": vision.patch_size,
-        "embed_dim": vision.hidden_size,
-        "depth": vision.num_hidden_layers,
-        "num_heads": vision.num_attention_heads,
-        "mlp_ratio": vision.intermediate_size / vision.hidden_size,
-    }
+    size = timm_vit_size(vision)
     text_config = {
         "model_type": "clip_text_model",
         "hidden_size": text.hidden_size,

@@ -34,15 +34,9 @@ def convert_clip(source: dict[str, Tensor], num_layers: int) -> Conversion:
     for hf_norm, timm_norm in (("pre_layrnorm", "norm_pre"), ("post_layernorm", "norm")):
         for suffix in ("weight", "bias"):
             conversion.copy(f"{vision}{hf_norm}.{suffix}", f"{VISION}{timm_norm}.{suffix}")
+    qkv = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
     for i in range(num_layers):
-        layer = f"{vision}encoder.layers.{i}."
-        attention = f"{layer}self_attn."
-        conversion.fuse_qkv(
-            f"{attention}q_proj", f"{attention}k_proj", f"{attention}v_proj", f"{VISION}blocks.{i}.attn.qkv"
-        )
-        for hf_part, timm_part in LAYER_PARTS.items():
-            for suffix in ("weight", "bias"):
-                conversion.copy(f"{layer}{hf_part}.{suffix}", f"{VISION}blocks.{i}.{timm_part}.{suffix}")
+        conversion.transformer_layer(f"{vision}encoder.layers.{i}.", qkv, LAYER_PARTS, f"{VISION}blocks.{i}.")
     conversion.copy("visual_projection.weight", "model.vision_proj.weight")
     conversion.copy("text_projection.weight", "model.text_proj.weight")
     conversion.copy("logit_scale", "objectives.itc.log_logit_scale")

@@ -48,6 +48,17 @@ class Conversion:
             parts = [self.take(f"{name}.{suffix}") for name in (query, key, value)]
             self.target[f"{target}.{suffix}"] = torch.cat(parts, dim=0).contiguous()
 
+    def transformer_layer(
+        self, layer: str, qkv: tuple[str, str, str], parts: dict[str, str], block: str
+    ) -> None:
+        """One HF transformer layer (prefix ``layer``) -> one timm block (prefix ``block``): the separate
+        ``qkv`` projections fused, and each of ``parts`` (HF sub-module -> timm sub-module) copied."""
+        query, key, value = (f"{layer}{name}" for name in qkv)
+        self.fuse_qkv(query, key, value, f"{block}attn.qkv")
+        for hf_part, timm_part in parts.items():
+            for suffix in ("weight", "bias"):
+                self.copy(f"{layer}{hf_part}.{suffix}", f"{block}{timm_part}.{suffix}")
+
     def skip(self, key: str, reason: str) -> None:
         self.used.add(key)
         self.skipped[key] = reason

@@ -45,15 +45,9 @@ def convert_vilt(source: dict[str, Tensor], num_layers: int) -> Conversion:
             f"{embeddings}patch_embeddings.projection.{suffix}", f"{VISION}patch_embed.proj.{suffix}"
         )
     conversion.copy(f"{embeddings}token_type_embeddings.weight", FUSION + "modality_embeddings.weight")
+    qkv = tuple(f"attention.attention.{name}" for name in ("query", "key", "value"))
     for i in range(num_layers):
-        layer = f"{prefix}encoder.layer.{i}."
-        attention = f"{layer}attention.attention."
-        conversion.fuse_qkv(
-            f"{attention}query", f"{attention}key", f"{attention}value", f"{VISION}blocks.{i}.attn.qkv"
-        )
-        for hf_part, timm_part in LAYER_PARTS.items():
-            for suffix in ("weight", "bias"):
-                conversion.copy(f"{layer}{hf_part}.{suffix}", f"{VISION}blocks.{i}.{timm_part}.{suffix}")
+        conversion.transformer_layer(f"{prefix}encoder.layer.{i}.", qkv, LAYER_PARTS, f"{VISION}blocks.{i}.")
     for suffix in ("weight", "bias"):
         conversion.copy(f"{prefix}layernorm.{suffix}", f"{VISION}norm.{suffix}")
         if f"{prefix}pooler.dense.{suffix}" in source:
