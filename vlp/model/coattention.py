@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from vlp.model.attention import MultiHeadAttention
-from vlp.model.fusion import init_bert_weights, checkpointed
+from vlp.model.fusion import checkpointed, init_bert_weights
 from vlp.types import Fused
 
 

@@ -17,7 +17,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from vlp.model.fusion import init_bert_weights, checkpointed
+from vlp.model.fusion import checkpointed, init_bert_weights
 from vlp.model.text import HFTextEncoder
 from vlp.model.vision import TimmVisionEncoder
 from vlp.types import FUSION, Encoded, Fused, ImageEncoding, ModelDims, TextEncoding
