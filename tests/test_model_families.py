@@ -32,8 +32,20 @@ def fast_run(synth_data, tmp_path, *overrides: str) -> dict[str, float]:
         (["model=meter_tiny", "experiment=finetune_vqa"], ["val/vqa/loss", "val/vqa/accuracy"]),
         (["model=vilt_tiny", "experiment=finetune_nlvr2"], ["val/nlvr2/loss", "val/nlvr2/accuracy"]),
         (["model=meter_tiny", "experiment=finetune_nlvr2"], ["val/nlvr2/loss", "val/nlvr2/accuracy"]),
+        (["experiment=finetune_retrieval_itm"], ["val/itm/loss", "val/retrieval/r_mean"]),
+        (["experiment=finetune_retrieval_itm", "model=meter_tiny"], ["val/retrieval/itm_passes"]),
     ],
-    ids=["vilt-itm-mlm", "meter-itm-mlm", "clip-itc", "vilt-vqa", "meter-vqa", "vilt-nlvr2", "meter-nlvr2"],
+    ids=[
+        "vilt-itm-mlm",
+        "meter-itm-mlm",
+        "clip-itc",
+        "vilt-vqa",
+        "meter-vqa",
+        "vilt-nlvr2",
+        "meter-nlvr2",
+        "vilt-retrieval",
+        "meter-retrieval",
+    ],  # fmt: skip
 )
 def test_tiny_presets_run_their_objectives(overrides, logged, synth_data, synth_vqa, synth_nlvr2, tmp_path):
     metrics = fast_run(synth_data, tmp_path, *overrides)

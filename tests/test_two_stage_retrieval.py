@@ -1,5 +1,5 @@
 """Two-stage retrieval: chunked contrastive ranks, ITM re-ranking of the top-k, the files it writes, and
-the same numbers from 2 gloo ranks as from one process."""
+the same numbers from 2 gloo ranks as from one process; and all-pairs ITM retrieval (ViLT, METER)."""
 
 import json
 from pathlib import Path
@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from vlp.evaluation.itm_retrieval import ITMRetrievalEvaluation
 from vlp.evaluation.retrieval import RetrievalEvaluation
 from vlp.metrics.retrieval import chunked_ranks, recall_from_ranks, retrieval_recall, topk_recall
 from vlp.score import main as vlp_score
@@ -163,10 +164,21 @@ def single_process_metrics(batches):
     return evaluator.compute()
 
 
-def _ddp_worker(rank, init_file, out_dir, batches_per_rank):
+def itm_only_metrics(batches, predictions_dir=None):
+    images, texts, text_image, table = random_case()
+    evaluator = ITMRetrievalEvaluation(ks=(1, 2, 3), pair_batch_size=5, predictions_dir=predictions_dir)
+    evaluator.bind(TableModel(texts), {"itm": TableITM(table)})
+    feed(evaluator, images, text_image, batches)
+    return evaluator.compute(), evaluator
+
+
+EVALUATIONS = {"two_stage": single_process_metrics, "itm_only": lambda batches: itm_only_metrics(batches)[0]}
+
+
+def _ddp_worker(rank, init_file, out_dir, batches_per_rank, evaluation="two_stage"):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        metrics = single_process_metrics(batches_per_rank[rank])
+        metrics = EVALUATIONS[evaluation](batches_per_rank[rank])
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(metrics))
     finally:
         dist.destroy_process_group()
@@ -186,6 +198,34 @@ def test_two_ranks_split_the_work_and_agree_with_one_process(tmp_path):
     assert expected["itm_passes"] == (9 + 18) * 4 and expected["all_pairs"] == 9 * 18
     # the re-ranker does change the numbers on this case (a random table is a poor re-ranker)
     assert expected["rerank_r_mean"] != expected["r_mean"]
+
+
+def test_all_pairs_itm_retrieval_ranks_by_the_itm_score_matrix(tmp_path):
+    _, _, text_image, table = random_case()
+    # image 4 is seen twice (a padded sampler): it counts once, with the captions of its first occurrence
+    metrics, evaluator = itm_only_metrics([[0, 1, 2], [3, 4], [5, 6], [7, 8, 4]], str(tmp_path))
+    expected = retrieval_recall(table, text_image, ks=(1, 2, 3))
+    assert {key: metrics[key] for key in expected} == pytest.approx(expected)
+    assert metrics["itm_passes"] == metrics["all_pairs"] == 9 * 18 == evaluator._itm.pairs_scored
+    out = tmp_path / "scores.json"
+    vlp_score(["--out", str(out), "retrieval", "--scores", str(evaluator.save("val")), "--ks", "1", "2", "3"])
+    assert json.loads(out.read_text()) == pytest.approx(expected)
+
+
+def test_all_pairs_itm_retrieval_on_two_ranks_agrees_with_one_process(tmp_path):
+    batches_per_rank = [[[0, 1, 2], [3, 4]], [[5, 6], [7, 8, 4]]]
+    expected, _ = itm_only_metrics([[0, 1, 2], [3, 4], [5, 6], [7, 8]])
+    mp.spawn(
+        _ddp_worker,
+        args=(str(tmp_path / "init"), str(tmp_path), batches_per_rank, "itm_only"),
+        nprocs=2,
+        join=True,
+    )
+    for rank in range(2):
+        metrics = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert {k: v for k, v in metrics.items() if k != "seconds"} == pytest.approx(
+            {k: v for k, v in expected.items() if k != "seconds"}
+        )
 
 
 def test_vlp_score_retrieval_takes_a_dense_score_matrix(tmp_path, capsys):
