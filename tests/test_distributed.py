@@ -100,3 +100,96 @@ def test_two_process_ddp_training_run(synth_data, tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 6
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ITC + ITM + MLM on the tiny model: 2 ranks with half the batch each give one process's gradients
+
+GLOBAL_BATCH, TEXT_LENGTH, VOCAB = 8, 7, 50
+
+
+def global_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, VOCAB, (GLOBAL_BATCH, TEXT_LENGTH), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[::3, -2:] = 0  # some padding
+    picked = (torch.rand(ids.shape, generator=generator) < 0.3) & mask.bool()
+    picked[1::4] = False  # rows without masked tokens: ranks hold different counts
+    return {
+        "pixel_values": torch.randn(GLOBAL_BATCH, 3, 64, 64, generator=generator),
+        "input_ids": ids,
+        "attention_mask": mask,
+        "mlm_input_ids": torch.where(picked, torch.full_like(ids, 4), ids),
+        "mlm_labels": torch.where(picked, ids, torch.full_like(ids, -100)),
+        "image_id": torch.arange(GLOBAL_BATCH) // 2 * 2,  # pairs of captions of the same image
+    }
+
+
+def objective_gradients(rows: slice, gather_with_grad: bool) -> dict[str, torch.Tensor]:
+    """Gradients of ITC + ITM (global negatives) + MLM on ``rows`` of the global batch, averaged over
+    ranks as DDP averages them."""
+    from tests.conftest import compose_train_config
+    from vlp.build import build_model
+    from vlp.distributed import all_reduce, world_size
+    from vlp.objectives.itc import ImageTextContrastive
+    from vlp.objectives.itm import ImageTextMatching
+    from vlp.objectives.mlm import MaskedLanguageModeling
+
+    torch.manual_seed(0)
+    model = build_model(compose_train_config(["run_dir=unused"]), vocab_size=VOCAB).eval()  # no dropout
+    objectives = torch.nn.ModuleList(
+        [
+            ImageTextContrastive(model.dims, gather_with_grad=gather_with_grad),
+            ImageTextMatching(model.dims, negatives="global", sampling_temperature=0.3),
+            MaskedLanguageModeling(model.dims),
+        ]
+    )
+    batch = {key: value[rows] for key, value in global_batch().items()}
+    torch.manual_seed(123)  # the ITM draw: rank 0's seed is shared with every rank
+    encoded = model.encode(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+    loss = sum(objective(batch, encoded, model).loss for objective in objectives)
+    loss.backward()
+    parameters = [*model.named_parameters(), *objectives.named_parameters(prefix="objectives")]
+    return {
+        name: all_reduce(parameter.grad.clone()) / world_size()
+        for name, parameter in parameters
+        if parameter.grad is not None
+    }
+
+
+def _objectives_worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        half = GLOBAL_BATCH // WORLD_SIZE
+        rows = slice(rank * half, (rank + 1) * half)
+        for gather in (True, False):
+            gradients = objective_gradients(rows, gather_with_grad=gather)
+            torch.save(gradients, Path(out_dir, f"rank{rank}_gather{int(gather)}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_give_one_process_gradients_for_itc_itm_and_mlm(tmp_path):
+    """ITC gathers with gradient, ITM draws negatives from the global batch with a shared generator, MLM
+    and ITM divide by the global count: DDP's averaged gradients equal a single process on the global
+    batch (to 1e-5 of each tensor's largest entry). Gathering ITC's embeddings without
+    gradient (ALBEF's choice) does not."""
+    mp.spawn(_objectives_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    expected = objective_gradients(slice(0, GLOBAL_BATCH), gather_with_grad=True)
+    with_grad = torch.load(tmp_path / "rank0_gather1.pt")
+    assert with_grad.keys() == expected.keys()
+    assert any(name.startswith("objectives.1.") for name in expected)  # ITM's head got gradients
+    for name, gradient in expected.items():
+        # 1e-5 of the tensor's largest entry; 1e-9 absolute for tensors whose gradient is zero in exact
+        # arithmetic (attention key biases) and float noise here
+        scale = gradient.abs().max()
+        assert torch.allclose(with_grad[name], gradient, rtol=0, atol=1e-5 * scale + 1e-9), name
+    assert torch.equal(
+        with_grad["vision_proj.weight"],
+        torch.load(tmp_path / "rank1_gather1.pt")["vision_proj.weight"],
+    )
+    without_grad = torch.load(tmp_path / "rank0_gather0.pt")
+    projection = "vision_proj.weight"
+    assert not torch.allclose(
+        without_grad[projection], expected[projection], atol=1e-3 * expected[projection].abs().max()
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -62,3 +63,36 @@ def gather_variable_length(tensor: Tensor) -> Tensor:
     dist.all_gather(parts, padded.contiguous())
     gathered = [part[: int(length.item())] for part, length in zip(parts, lengths, strict=True)]
     return torch.cat(gathered, dim=0).to(home)
+
+
+def pad_dim1(tensor: Tensor, length: int) -> Tensor:
+    """Zero-pad dim 1 (sequence length) of ``[B, L, ...]`` to ``length``."""
+    missing = length - tensor.shape[1]
+    return tensor if missing <= 0 else F.pad(tensor, [0, 0] * (tensor.ndim - 2) + [0, missing])
+
+
+def gather_rows_with_grad(tensor: Tensor) -> tuple[Tensor, int]:
+    """:func:`gather_with_grad` for ``tensor [B_rank, ...]`` whose B differs across ranks (a short last
+    batch): rows padded to the longest, gathered with gradient, padding dropped. Returns the rows of every
+    rank in rank order and where this rank's rows start."""
+    if world_size() == 1:
+        return tensor, 0
+    sizes = gather_variable_length(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
+    padded = torch.cat([tensor, tensor.new_zeros((max(sizes) - tensor.shape[0], *tensor.shape[1:]))])
+    parts = dist_fn.all_gather(padded)
+    rows = torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)], dim=0)
+    return rows, int(sum(sizes[: dist.get_rank()]))
+
+
+def shared_generator() -> torch.Generator:
+    """A CPU generator seeded alike on every rank (rank 0 draws the seed from its global RNG), so that
+    random choices over the global batch are the same everywhere and match a single-process run."""
+    seed = torch.randint(2**62, (1,)) if world_size() == 1 or dist.get_rank() == 0 else torch.zeros(1)
+    seed = all_reduce(seed.long())  # rank 0's seed, as the others contribute 0
+    return torch.Generator().manual_seed(int(seed.item()))
+
+
+def global_sum(value: Tensor | int | float, device: torch.device) -> Tensor:
+    """The sum of a count over ranks (no gradient), e.g. masked tokens: losses divide by it so that DDP's
+    average over ranks is the mean over the global batch, whatever each rank holds."""
+    return all_reduce(torch.as_tensor(value, dtype=torch.float32, device=device).detach().clone())

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlp.distributed import (
+    all_reduce,
+    gather_rows_with_grad,
+    gather_variable_length,
+    global_sum,
+    pad_dim1,
+    shared_generator,
+    world_size,
+)
 from vlp.model.vlp import VLPModel
 from vlp.objectives.base import Objective, check_pooling, pool_fused, pooled_width
 from vlp.types import CONTRASTIVE, FUSION, Batch, Encoded, ModelDims, ObjectiveOutput
@@ -32,6 +42,12 @@ def sample_negatives(
     return rows, columns
 
 
+def _own(rows: Tensor, columns: Tensor, mine: slice) -> tuple[Tensor, Tensor]:
+    """The draws whose query row is this rank's (``mine``, global rows), with rows made local."""
+    keep = (rows >= mine.start) & (rows < mine.stop)
+    return rows[keep] - mine.start, columns[keep]
+
+
 class ImageTextMatching(Objective):
     """Binary match / no-match head on the fused [CLS] state.
 
@@ -44,6 +60,13 @@ class ImageTextMatching(Objective):
         sampling_temperature: the softmax temperature for hard-negative sampling.
         pooling: ``cls`` reads the fused first token (ALBEF); ``mean`` averages the fused states of all real
             tokens, each of which has looked at the image for its own word (learns faster from scratch).
+        negatives: ``local`` draws each rank's negatives from its own batch (ALBEF's pretraining);
+            ``global`` from the whole global batch (BLIP's retrieval finetuning): the candidates' token
+            states are gathered with gradient and every rank draws with the same generator, so the step
+            equals a single process on the global batch.
+
+    Under DDP the loss is the sum over this rank's pairs divided by the mean number of pairs per rank, so
+    that DDP's average over ranks is the mean over all pairs, however they are spread.
     """
 
     def __init__(
@@ -53,8 +76,12 @@ class ImageTextMatching(Objective):
         hard_negatives: bool = True,
         sampling_temperature: float = 0.07,
         pooling: str = "cls",
+        negatives: str = "local",
     ) -> None:
         super().__init__(weight)
+        if negatives not in ("local", "global"):
+            raise ValueError(f"objectives.itm.negatives must be local or global, got {negatives!r}")
+        self.global_negatives = negatives == "global"
         if hard_negatives and CONTRASTIVE not in dims.capabilities:
             raise ValueError(
                 f"objectives.itm.hard_negatives=true samples negatives by contrastive similarity, which "
@@ -76,23 +103,53 @@ class ImageTextMatching(Objective):
 
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
         image, text = encoded.image, encoded.text
+        length = text.tokens.shape[1]
+        if self.global_negatives:  # every rank's candidates, with gradient back to their ranks
+            length = int(all_reduce(torch.tensor([length], device=text.tokens.device), dist.ReduceOp.MAX))
+            pool_images, offset = gather_rows_with_grad(image.tokens)
+            pool_texts, _ = gather_rows_with_grad(pad_dim1(text.tokens, length))
+            pool_masks = gather_variable_length(pad_dim1(text.attention_mask, length))
+            pool_ids = gather_variable_length(batch["image_id"])
+            generator = shared_generator()
+        else:
+            pool_images, pool_texts, pool_masks, pool_ids = (
+                image.tokens,
+                text.tokens,
+                text.attention_mask,
+                batch["image_id"],
+            )
+            offset, generator = 0, None
+        mine = slice(offset, offset + image.tokens.shape[0])
         with torch.no_grad():
             if self.temperature is None:  # uniform negatives: the similarities are not read
-                similarity = text.tokens.new_zeros(image.tokens.shape[0], text.tokens.shape[0])
+                similarity = pool_images.new_zeros(len(pool_ids), len(pool_ids))
             else:
-                similarity = image.embedding @ text.embedding.t()  # [images, texts]
-            image_rows, negative_texts = sample_negatives(similarity, batch["image_id"], self.temperature)
-            text_rows, negative_images = sample_negatives(similarity.t(), batch["image_id"], self.temperature)
-        text_tokens = torch.cat([text.tokens, text.tokens[negative_texts], text.tokens[text_rows]])
-        text_mask = torch.cat(
-            [text.attention_mask, text.attention_mask[negative_texts], text.attention_mask[text_rows]]
+                gather = gather_variable_length if self.global_negatives else (lambda tensor: tensor)
+                similarity = gather(image.embedding) @ gather(text.embedding).t()  # [images, texts]
+            if generator is not None:  # the shared draw needs its inputs where the generator is
+                similarity, pool_ids = similarity.cpu(), pool_ids.cpu()
+            image_rows, negative_texts = _own(
+                *sample_negatives(similarity, pool_ids, self.temperature, generator), mine
+            )
+            text_rows, negative_images = _own(
+                *sample_negatives(similarity.t(), pool_ids, self.temperature, generator), mine
+            )
+        device = pool_texts.device
+        image_rows, negative_texts = image_rows.to(device), negative_texts.to(device)
+        text_rows, negative_images = text_rows.to(device), negative_images.to(device)
+        text_tokens = torch.cat([pool_texts[mine], pool_texts[negative_texts], pool_texts[mine][text_rows]])
+        text_mask = torch.cat([pool_masks[mine], pool_masks[negative_texts], pool_masks[mine][text_rows]])
+        image_tokens = torch.cat(
+            [pool_images[mine], pool_images[mine][image_rows], pool_images[negative_images]]
         )
-        image_tokens = torch.cat([image.tokens, image.tokens[image_rows], image.tokens[negative_images]])
         logits = self.match_logits(model, text_tokens, text_mask, image_tokens)
         positives = image.tokens.shape[0]
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         labels[:positives] = 1
-        loss = F.cross_entropy(logits, labels)
+        pairs = len(labels)  # loss = sum / mean pairs per rank: DDP's average is the mean over all pairs
+        loss = (
+            F.cross_entropy(logits, labels, reduction="sum") * world_size() / global_sum(pairs, labels.device)
+        )
         with torch.no_grad():
             correct = (logits.argmax(dim=1) == labels).float()
             pos_acc, neg_acc = correct[:positives].mean(), correct[positives:].mean()

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlp.distributed import global_sum, world_size
 from vlp.model.vlp import VLPModel
 from vlp.objectives.base import Objective
 from vlp.types import FUSION, Batch, Encoded, ModelDims, ObjectiveOutput, zero_loss
@@ -36,11 +37,15 @@ class MaskedLanguageModeling(Objective):
         fused = model.fuse(masked_text, attention_mask, encoded.image.tokens).tokens
         labels = batch["mlm_labels"]
         picked = labels != -100
+        # every rank takes part in the count (a collective), even one without masked tokens
+        masked_per_rank = global_sum(picked.sum(), labels.device) / world_size()
         if not picked.any():  # keep the head in the graph: DDP expects a gradient for every parameter
             return ObjectiveOutput(loss=zero_loss(self.head(fused[:, 0])))
         logits = self.head(fused[picked])  # only masked positions: the head is the widest layer
         targets = labels[picked]
-        loss = F.cross_entropy(logits.float(), targets)
+        # sum / mean masked tokens per rank: DDP's average over ranks is the mean over every masked token
+        # of the global batch, however they fall on the ranks (a per-rank mean would weigh them unequally)
+        loss = F.cross_entropy(logits.float(), targets, reduction="sum") / masked_per_rank
         with torch.no_grad():
             if self.training:
                 self.train_label_counts += torch.bincount(targets, minlength=self.train_label_counts.numel())
