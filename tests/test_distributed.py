@@ -125,7 +125,9 @@ def global_batch() -> dict[str, torch.Tensor]:
     }
 
 
-def objective_gradients(rows: slice, gather_with_grad: bool) -> dict[str, torch.Tensor]:
+def objective_gradients(
+    rows: slice, gather_with_grad: bool, local_loss: bool = False
+) -> dict[str, torch.Tensor]:
     """Gradients of ITC + ITM (global negatives) + MLM on ``rows`` of the global batch, averaged over
     ranks as DDP averages them."""
     from tests.conftest import compose_train_config
@@ -139,7 +141,7 @@ def objective_gradients(rows: slice, gather_with_grad: bool) -> dict[str, torch.
     model = build_model(compose_train_config(["run_dir=unused"]), vocab_size=VOCAB).eval()  # no dropout
     objectives = torch.nn.ModuleList(
         [
-            ImageTextContrastive(model.dims, gather_with_grad=gather_with_grad),
+            ImageTextContrastive(model.dims, gather_with_grad=gather_with_grad, local_loss=local_loss),
             ImageTextMatching(model.dims, negatives="global", sampling_temperature=0.3),
             MaskedLanguageModeling(model.dims),
         ]
@@ -157,14 +159,23 @@ def objective_gradients(rows: slice, gather_with_grad: bool) -> dict[str, torch.
     }
 
 
+# (name, how the global batch is split, ITC gathers with gradient, ITC local loss)
+VARIANTS = [
+    ("with_grad", "even", True, False),
+    ("local_loss_uneven", "uneven", True, True),
+    ("without_grad", "even", False, False),
+]
+
+
 def _objectives_worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
         half = GLOBAL_BATCH // WORLD_SIZE
-        rows = slice(rank * half, (rank + 1) * half)
-        for gather in (True, False):
-            gradients = objective_gradients(rows, gather_with_grad=gather)
-            torch.save(gradients, Path(out_dir, f"rank{rank}_gather{int(gather)}.pt"))
+        even = slice(rank * half, (rank + 1) * half)
+        uneven = slice(0, 5) if rank == 0 else slice(5, GLOBAL_BATCH)  # a short batch on rank 1
+        for variant, rows, gather, local_loss in VARIANTS:
+            gradients = objective_gradients(even if rows == "even" else uneven, gather, local_loss)
+            torch.save(gradients, Path(out_dir, f"rank{rank}_{variant}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -172,24 +183,20 @@ def _objectives_worker(rank: int, init_file: str, out_dir: str) -> None:
 def test_two_ranks_give_one_process_gradients_for_itc_itm_and_mlm(tmp_path):
     """ITC gathers with gradient, ITM draws negatives from the global batch with a shared generator, MLM
     and ITM divide by the global count: DDP's averaged gradients equal a single process on the global
-    batch (to 1e-5 of each tensor's largest entry). Gathering ITC's embeddings without
-    gradient (ALBEF's choice) does not."""
+    batch (to 1e-5 of each tensor's largest entry), also with ITC's local loss and batches of 5 and 3.
+    Gathering ITC's embeddings without gradient (ALBEF's choice) does not."""
     mp.spawn(_objectives_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     expected = objective_gradients(slice(0, GLOBAL_BATCH), gather_with_grad=True)
-    with_grad = torch.load(tmp_path / "rank0_gather1.pt")
-    assert with_grad.keys() == expected.keys()
     assert any(name.startswith("objectives.1.") for name in expected)  # ITM's head got gradients
-    for name, gradient in expected.items():
-        # 1e-5 of the tensor's largest entry; 1e-9 absolute for tensors whose gradient is zero in exact
-        # arithmetic (attention key biases) and float noise here
-        scale = gradient.abs().max()
-        assert torch.allclose(with_grad[name], gradient, rtol=0, atol=1e-5 * scale + 1e-9), name
-    assert torch.equal(
-        with_grad["vision_proj.weight"],
-        torch.load(tmp_path / "rank1_gather1.pt")["vision_proj.weight"],
-    )
-    without_grad = torch.load(tmp_path / "rank0_gather0.pt")
-    projection = "vision_proj.weight"
-    assert not torch.allclose(
-        without_grad[projection], expected[projection], atol=1e-3 * expected[projection].abs().max()
-    )
+    for variant in ("with_grad", "local_loss_uneven"):
+        gradients = torch.load(tmp_path / f"rank0_{variant}.pt")
+        assert gradients.keys() == expected.keys()
+        for name, gradient in expected.items():
+            # 1e-9 absolute for tensors whose gradient is zero in exact arithmetic (attention key biases)
+            tolerance = 1e-5 * gradient.abs().max() + 1e-9
+            assert torch.allclose(gradients[name], gradient, rtol=0, atol=tolerance), (variant, name)
+        other_rank = torch.load(tmp_path / f"rank1_{variant}.pt")
+        assert torch.equal(gradients["vision_proj.weight"], other_rank["vision_proj.weight"])
+    without_grad = torch.load(tmp_path / "rank0_without_grad.pt")["vision_proj.weight"]
+    projection = expected["vision_proj.weight"]
+    assert not torch.allclose(without_grad, projection, atol=1e-3 * projection.abs().max())

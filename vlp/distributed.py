@@ -84,6 +84,16 @@ def gather_rows_with_grad(tensor: Tensor) -> tuple[Tensor, int]:
     return rows, int(sum(sizes[: dist.get_rank()]))
 
 
+def gather_rows_without_grad(tensor: Tensor) -> tuple[Tensor, int]:
+    """Like :func:`gather_rows_with_grad`, but only this rank's rows keep their gradient (ALBEF/BLIP)."""
+    if world_size() == 1:
+        return tensor, 0
+    sizes = gather_variable_length(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
+    offset = int(sum(sizes[: dist.get_rank()]))
+    rows = gather_variable_length(tensor.detach())
+    return torch.cat([rows[:offset], tensor, rows[offset + tensor.shape[0] :]]), offset
+
+
 def shared_generator() -> torch.Generator:
     """A CPU generator seeded alike on every rank (rank 0 draws the seed from its global RNG), so that
     random choices over the global batch are the same everywhere and match a single-process run."""

@@ -39,6 +39,9 @@ class ImageTextContrastive(Objective):
         learn_temperature: make the temperature a parameter; it is clamped to [1/max_logit_scale, 1].
         gather_with_grad: gather embeddings across ranks with gradient (correct gradient of the global
             loss); ``False`` gathers without, as ALBEF/BLIP do.
+        local_loss: each rank scores only its own images and texts against the global batch (open_clip's
+            ``--local-loss``): ``2 B N`` logits per rank instead of ``N^2``, the same gradient when
+            gathering with gradient. Batches may differ in size across ranks (a short last batch).
     """
 
     needs = (CONTRASTIVE,)
@@ -51,23 +54,41 @@ class ImageTextContrastive(Objective):
         learn_temperature: bool = True,
         gather_with_grad: bool = True,
         max_logit_scale: float = 100.0,
+        local_loss: bool = False,
     ) -> None:
         super().__init__(weight)
         log_scale = torch.tensor(math.log(1.0 / temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=learn_temperature)
         self.max_log_scale = math.log(max_logit_scale)
-        self.gather = distributed.gather_with_grad if gather_with_grad else distributed.gather_without_grad
+        self.gather_rows = (
+            distributed.gather_rows_with_grad if gather_with_grad else distributed.gather_rows_without_grad
+        )
+        self.local_loss = local_loss
 
     def logit_scale(self) -> Tensor:
         return self.log_logit_scale.clamp(0.0, self.max_log_scale).exp()
 
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
-        image = self.gather(encoded.image.embedding)
-        text = self.gather(encoded.text.embedding)
-        image_ids = self.gather(batch["image_id"])
-        logits = self.logit_scale() * image @ text.t()
-        targets = contrastive_targets(image_ids)
-        loss = symmetric_infonce(logits, targets)
+        images, offset = self.gather_rows(encoded.image.embedding)
+        texts, _ = self.gather_rows(encoded.text.embedding)
+        image_ids = distributed.gather_variable_length(batch["image_id"])
+        scale = self.logit_scale()
+        if self.local_loss:
+            mine = slice(offset, offset + encoded.image.embedding.shape[0])
+            targets = contrastive_targets(image_ids)[mine]  # this rank's rows against every column
+            image_to_text = scale * images[mine] @ texts.t()
+            text_to_image = scale * texts[mine] @ images.t()
+            # sums over this rank's rows / (2 N), times the world size that DDP's average divides by
+            per_rank = 2 * len(image_ids) / distributed.world_size()
+            loss = (
+                F.cross_entropy(image_to_text, targets, reduction="sum")
+                + F.cross_entropy(text_to_image, targets, reduction="sum")
+            ) / per_rank
+            logits = image_to_text
+        else:
+            logits = scale * images @ texts.t()
+            targets = contrastive_targets(image_ids)
+            loss = symmetric_infonce(logits, targets)
         with torch.no_grad():
             hits = targets.gather(1, logits.argmax(dim=1, keepdim=True)) > 0
         return ObjectiveOutput(
