@@ -35,7 +35,13 @@ def test_a_short_run_writes_checkpoints_resolved_config_and_metrics(synth_data, 
     result = vlp_train(
         synth_data, tmp_path, "debug=limit", "data.batch_size=8", "data.eval_batch_size=8",
         "trainer.max_epochs=2", "trainer.limit_val_batches=1.0", "system.scheduler.warmup_steps=2",
+        "callbacks.telemetry.every_n_steps=2",
     )  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    speeds = [float(row["perf/samples_per_second"]) for row in rows if row.get("perf/samples_per_second")]
+    assert len(speeds) == 5 and all(speed > 0 for speed in speeds)  # 2 epochs x 5 steps, every 2 steps
+    waits = [float(row["perf/data_wait_fraction"]) for row in rows if row.get("perf/data_wait_fraction")]
+    assert all(0.0 <= wait < 1.0 for wait in waits)
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and len(checkpoints) == 2  # last + best by the monitored metric
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 class DataSkipMonitor(pl.Callback):
@@ -77,3 +79,72 @@ class DataSkipMonitor(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.skipped = int(state_dict.get("skipped", 0))
         self.used = int(state_dict.get("used", 0))
+
+
+class Telemetry(pl.Callback):
+    """Training speed as it happens: ``perf/samples_per_second`` (global batch over wall time),
+    ``perf/step_seconds``, ``perf/data_wait_fraction`` (the share of wall time between one step's end and
+    the next one's start, where the loop waits for the data loader), each over the last ``every_n_steps``
+    optimizer steps; and, when ``peak_flops_per_device`` is given (e.g. 989e12 for an H100 in bf16),
+    ``perf/mfu``: model FLOPs utilisation, from the FLOPs of one training step that torch's
+    FlopCounterMode counts on the first batch (forward and backward, the optimizer not counted).
+
+    Times are wall-clock on rank 0; on GPU they include waiting for the device only where the step
+    synchronises (the loss logging does), which is what the user waits for too.
+    """
+
+    def __init__(self, every_n_steps: int = 50, peak_flops_per_device: float | None = None) -> None:
+        self.every_n_steps = every_n_steps
+        self.peak_flops_per_device = peak_flops_per_device
+        self.flops_per_step: float | None = None
+        self._counter: FlopCounterMode | None = None
+        self._reset()
+        self._last_end: float | None = None
+
+    def _reset(self) -> None:
+        self._wait = self._busy = 0.0
+        self._samples = self._steps = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_end = None  # the gap across an epoch boundary (validation, checkpoints) is not data wait
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._start = time.perf_counter()
+        if self._last_end is not None:
+            self._wait += self._start - self._last_end
+        if self.peak_flops_per_device and self.flops_per_step is None and self._counter is None:
+            self._counter = FlopCounterMode(display=False)
+            self._counter.__enter__()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._counter is not None:  # the first step, counted: not timed
+            self._counter.__exit__(None, None, None)
+            self.flops_per_step = float(self._counter.get_total_flops())
+            self._counter = None
+            self._last_end = time.perf_counter()
+            return
+        end = time.perf_counter()
+        self._busy += end - self._start
+        self._last_end = end
+        self._samples += int(batch["input_ids"].shape[0]) * trainer.world_size
+        self._steps += 1
+        if self._steps >= self.every_n_steps:
+            elapsed = self._wait + self._busy
+            metrics = {
+                "perf/samples_per_second": self._samples / elapsed,
+                "perf/step_seconds": elapsed / self._steps,
+                "perf/data_wait_fraction": self._wait / elapsed,
+            }
+            if self.flops_per_step and self.peak_flops_per_device:
+                achieved = self.flops_per_step * self._steps / elapsed  # per device: each runs its step
+                metrics["perf/mfu"] = achieved / self.peak_flops_per_device
+            # straight to the loggers (as LearningRateMonitor does): self.log would keep only the values
+            # that fall on trainer.log_every_n_steps
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.log_metrics(metrics, step=trainer.global_step)
+            self._reset()
