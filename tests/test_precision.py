@@ -68,3 +68,26 @@ def test_activation_checkpointing_of_the_albef_towers_gives_the_same_gradients()
     assert gradients[0].keys() == gradients[1].keys()
     for name, gradient in gradients[0].items():
         assert torch.allclose(gradients[1][name], gradient, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_compiled_towers_give_the_eager_outputs_and_keep_their_parameter_names(synth_data, tmp_path):
+    from vlp.build import build_run
+
+    base = [f"data_dir={synth_data.root}", f"run_dir={tmp_path}"]
+    torch.manual_seed(0)
+    eager = build_run(compose_train_config(base)).system.model.eval()
+    torch.manual_seed(0)
+    compiled = build_run(compose_train_config([*base, "system.compile={}"])).system.model.eval()
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    pixels, ids = torch.randn(2, 3, 64, 64), torch.randint(5, 50, (2, 7))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        expected = eager.encode(pixels, ids, mask)
+        encoded = compiled.encode(pixels, ids, mask)
+        fused = compiled.fuse(encoded.text.tokens, mask, encoded.image.tokens).pooled
+        expected_fused = eager.fuse(expected.text.tokens, mask, expected.image.tokens).pooled
+    assert compiled.vision._compiled_call_impl is not None  # compiled by inductor, not skipped
+    assert torch.allclose(encoded.image.embedding, expected.image.embedding, atol=1e-5)
+    assert torch.allclose(encoded.text.embedding, expected.text.embedding, atol=1e-5)
+    assert torch.allclose(fused, expected_fused, atol=1e-5)

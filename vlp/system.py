@@ -53,6 +53,7 @@ class VLPSystem(pl.LightningModule):
         lr_multipliers: dict[str, float] | None = None,
         layer_decay: dict[str, float] | None = None,
         freeze: list[str] | None = None,
+        compile: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -75,6 +76,13 @@ class VLPSystem(pl.LightningModule):
         # system, so its parameter groups match the saved optimizer state.
         freeze_parameters(self, list(freeze or []))
         self._parameter_groups()  # a wrong prefix fails now, before data loading and DDP start
+        if compile is not None:
+            # torch.compile each tower and the fusion in place (nn.Module.compile): parameter names,
+            # checkpoints and DDP stay as they are; compilation happens at the first call. Objectives'
+            # heads are small and data-dependent (ITM sampling, masked positions) and stay eager.
+            for part in (model.vision, model.text, getattr(model, "fusion", None)):
+                if part is not None:
+                    part.compile(**compile)
         # One running weighted mean per logged key, created on first use; Lightning reduces them
         # across ranks at epoch end (sum of weighted values / sum of weights, so exact).
         self.running_means = nn.ModuleDict()
