@@ -22,13 +22,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from vlp.distributed import gather_variable_length, world_size
-from vlp.evaluation.retrieval import (
-    _cat_padded,
-    _device_of,
-    _first_occurrence,
-    _max_over_ranks,
-    _offset_over_ranks,
-)
+from vlp.evaluation.retrieval import RetrievalPass, _device_of, _max_over_ranks
 from vlp.metrics.retrieval import retrieval_recall
 from vlp.model.vlp import VLPModel
 from vlp.types import FUSION, Batch, Encoded
@@ -69,30 +63,18 @@ class ITMRetrievalEvaluation:
         self._model, self._itm = model, itm
 
     def reset(self) -> None:
-        self._image_ids: list[Tensor] = []
-        self._image_tokens: list[Tensor] = []
-        self._text_occurrence: list[Tensor] = []
-        self._text_tokens: list[Tensor] = []
-        self._text_masks: list[Tensor] = []
-        self._images_seen = 0
+        self._pass = RetrievalPass(embeddings=False, tokens=True)
         self._last: dict[str, np.ndarray] = {}
 
-    @torch.no_grad()
     def update(self, batch: Batch, encoded: Encoded, model: VLPModel, outputs: dict | None = None) -> None:
-        if "retrieval_input_ids" not in batch:
-            raise KeyError("retrieval evaluation needs batches with retrieval_input_ids (all captions)")
-        texts = model.encode_text(batch["retrieval_input_ids"], batch["retrieval_attention_mask"])
-        self._image_ids.append(batch["image_id"].cpu())
-        self._image_tokens.append(encoded.image.tokens.cpu())
-        self._text_occurrence.append(batch["retrieval_text_image"].cpu() + self._images_seen)
-        self._text_tokens.append(texts.tokens.cpu())
-        self._text_masks.append(batch["retrieval_attention_mask"].cpu())
-        self._images_seen += len(batch["image_id"])
+        self._pass.add(batch, encoded, model)
 
     def compute(self) -> dict[str, float]:
-        if not self._image_ids:
+        if not self._pass:
             return {}
-        image_ids, image_tokens, text_tokens, text_masks, text_image = self._gather()
+        images, texts, text_image = self._pass.gather()
+        image_ids, image_tokens = images["id"], images["tokens"]
+        text_tokens, text_masks = texts["tokens"], texts["mask"]
         rank, ranks = (dist.get_rank(), world_size()) if world_size() > 1 else (0, 1)
         rows = torch.arange(rank, len(image_ids), ranks)
         started = time.perf_counter()
@@ -137,18 +119,3 @@ class ITMRetrievalEvaluation:
             pair_logits = self._itm.match_logits(self._model, tokens, mask[:, :length].to(device), images)
             logits.append(pair_logits[:, 1].float().cpu())
         return torch.cat(logits)
-
-    def _gather(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Everything seen on every rank, each image once (its first occurrence) with the captions of that
-        occurrence, images sorted by id: (image ids, image tokens, text tokens, text masks, text_image)."""
-        offset = _offset_over_ranks(self._images_seen)
-        image_ids = gather_variable_length(torch.cat(self._image_ids))
-        occurrence = gather_variable_length(torch.cat(self._text_occurrence) + offset)
-        unique_ids, first = _first_occurrence(image_ids)
-        keep = torch.isin(occurrence, first)
-        image_tokens = gather_variable_length(torch.cat(self._image_tokens))[first]
-        length = int(_max_over_ranks(max(t.shape[1] for t in self._text_tokens)))
-        text_tokens = gather_variable_length(_cat_padded(self._text_tokens, length))[keep]
-        text_masks = gather_variable_length(_cat_padded(self._text_masks, length))[keep]
-        text_image = torch.searchsorted(unique_ids, image_ids[occurrence[keep]])
-        return unique_ids, image_tokens, text_tokens, text_masks, text_image

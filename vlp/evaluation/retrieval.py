@@ -44,6 +44,68 @@ class QueryResults:
     rescored: Tensor | None = None  # [Q, k] their re-ranking scores (stage 2)
 
 
+class RetrievalPass:
+    """What a retrieval evaluation keeps from one pass over its batches: image ids, the captions that came
+    with each image, and (as asked) the contrastive embeddings and the token states a fusion pass needs.
+    :meth:`gather` returns everything every rank saw, each image once."""
+
+    def __init__(self, embeddings: bool, tokens: bool) -> None:
+        self.embeddings, self.tokens = embeddings, tokens
+        self.reset()
+
+    def reset(self) -> None:
+        self.image_ids: list[Tensor] = []
+        self.image_embeddings: list[Tensor] = []
+        self.image_tokens: list[Tensor] = []
+        self.text_occurrence: list[Tensor] = []  # index of the stored image each caption came with
+        self.text_embeddings: list[Tensor] = []
+        self.text_tokens: list[Tensor] = []
+        self.text_masks: list[Tensor] = []
+        self.images_seen = 0
+
+    @torch.no_grad()
+    def add(self, batch: Batch, encoded: Encoded, model: VLPModel) -> None:
+        """One evaluation batch: its images' encodings and all their captions, encoded here."""
+        if "retrieval_input_ids" not in batch:
+            raise KeyError("retrieval evaluation needs batches with retrieval_input_ids (all captions)")
+        texts = model.encode_text(batch["retrieval_input_ids"], batch["retrieval_attention_mask"])
+        self.image_ids.append(batch["image_id"].cpu())
+        self.text_occurrence.append(batch["retrieval_text_image"].cpu() + self.images_seen)
+        self.images_seen += len(batch["image_id"])
+        if self.embeddings:
+            self.image_embeddings.append(encoded.image.embedding.float().cpu())
+            self.text_embeddings.append(texts.embedding.float().cpu())
+        if self.tokens:  # fusion passes read stored token states, as ALBEF keeps its feats
+            self.image_tokens.append(encoded.image.tokens.cpu())
+            self.text_tokens.append(texts.tokens.cpu())
+            self.text_masks.append(batch["retrieval_attention_mask"].cpu())
+
+    def __bool__(self) -> bool:
+        return bool(self.image_ids)
+
+    def gather(self) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+        """Everything seen on every rank, each image once (its first occurrence) with the captions that
+        came with that occurrence: a padded DDP pass may show an image twice. Images sorted by id;
+        returns (images: id [, embedding, tokens], texts: [embedding, tokens, mask], text_image = image
+        index of each text)."""
+        offset = _offset_over_ranks(self.images_seen)
+        image_ids = gather_variable_length(torch.cat(self.image_ids))
+        occurrence = gather_variable_length(torch.cat(self.text_occurrence) + offset)
+        unique_ids, first = _first_occurrence(image_ids)
+        keep = torch.isin(occurrence, first)
+        images, texts = {"id": unique_ids}, {}
+        if self.embeddings:
+            images["embedding"] = gather_variable_length(torch.cat(self.image_embeddings))[first]
+            texts["embedding"] = gather_variable_length(torch.cat(self.text_embeddings))[keep]
+        if self.tokens:
+            images["tokens"] = gather_variable_length(torch.cat(self.image_tokens))[first]
+            length = int(_max_over_ranks(max(t.shape[1] for t in self.text_tokens)))
+            texts["tokens"] = gather_variable_length(_cat_padded(self.text_tokens, length))[keep]
+            texts["mask"] = gather_variable_length(_cat_padded(self.text_masks, length))[keep]
+        text_image = torch.searchsorted(unique_ids, image_ids[occurrence[keep]])
+        return images, texts, text_image
+
+
 class RetrievalEvaluation:
     """Recall@K over an evaluation pass whose batches carry all captions of their images
     (``retrieval_input_ids``, ``retrieval_attention_mask``, ``retrieval_text_image``).
@@ -102,36 +164,17 @@ class RetrievalEvaluation:
         self._itm = itm
 
     def reset(self) -> None:
-        self._image_ids: list[Tensor] = []
-        self._image_embeddings: list[Tensor] = []
-        self._image_tokens: list[Tensor] = []
-        self._text_occurrence: list[Tensor] = []  # index of the stored image each caption came with
-        self._text_embeddings: list[Tensor] = []
-        self._text_tokens: list[Tensor] = []
-        self._text_masks: list[Tensor] = []
-        self._images_seen = 0
+        self._pass = RetrievalPass(embeddings=True, tokens=self.rerank_k is not None)
         self._last: dict[str, np.ndarray] = {}
 
-    @torch.no_grad()
     def update(self, batch: Batch, encoded: Encoded, model: VLPModel, outputs: dict | None = None) -> None:
-        if "retrieval_input_ids" not in batch:
-            raise KeyError("retrieval evaluation needs batches with retrieval_input_ids (all captions)")
-        texts = model.encode_text(batch["retrieval_input_ids"], batch["retrieval_attention_mask"])
-        self._image_ids.append(batch["image_id"].cpu())
-        self._image_embeddings.append(encoded.image.embedding.float().cpu())
-        self._text_occurrence.append(batch["retrieval_text_image"].cpu() + self._images_seen)
-        self._text_embeddings.append(texts.embedding.float().cpu())
-        self._images_seen += len(batch["image_id"])
-        if self.rerank_k is not None:  # stage 2 fuses stored token states, as ALBEF keeps its feats
-            self._image_tokens.append(encoded.image.tokens.cpu())
-            self._text_tokens.append(texts.tokens.cpu())
-            self._text_masks.append(batch["retrieval_attention_mask"].cpu())
+        self._pass.add(batch, encoded, model)
 
     def compute(self) -> dict[str, float]:
         """The metrics of everything seen since the last reset, the same on every rank."""
-        if not self._image_ids:
+        if not self._pass:
             return {}
-        images, texts, text_image = self._gather()
+        images, texts, text_image = self._pass.gather()
         device = _device_of(self._model)
         rank, ranks = (dist.get_rank(), world_size()) if world_size() > 1 else (0, 1)
         num_images, num_texts = len(images["id"]), len(text_image)
@@ -192,28 +235,6 @@ class RetrievalEvaluation:
         path = self.predictions_dir / f"retrieval_{stage}_topk.npz"
         np.savez(path, **self._last)
         return path
-
-    def _gather(self) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-        """Everything seen on every rank, each image once (its first occurrence) with the captions that
-        came with that occurrence: a padded DDP pass may show an image twice. Images sorted by id;
-        returns (images, texts, text_image = image index of each text)."""
-        offset = _offset_over_ranks(self._images_seen)
-        image_ids = gather_variable_length(torch.cat(self._image_ids))
-        occurrence = gather_variable_length(torch.cat(self._text_occurrence) + offset)
-        unique_ids, first = _first_occurrence(image_ids)
-        keep = torch.isin(occurrence, first)
-        images = {
-            "id": unique_ids,
-            "embedding": gather_variable_length(torch.cat(self._image_embeddings))[first],
-        }
-        texts = {"embedding": gather_variable_length(torch.cat(self._text_embeddings))[keep]}
-        if self.rerank_k is not None:
-            images["tokens"] = gather_variable_length(torch.cat(self._image_tokens))[first]
-            length = int(_max_over_ranks(max(t.shape[1] for t in self._text_tokens)))
-            texts["tokens"] = gather_variable_length(_cat_padded(self._text_tokens, length))[keep]
-            texts["mask"] = gather_variable_length(_cat_padded(self._text_masks, length))[keep]
-        text_image = torch.searchsorted(unique_ids, image_ids[occurrence[keep]])
-        return images, texts, text_image
 
     def _contrastive(
         self, queries: Tensor, candidates: Tensor, query_labels: Tensor, candidate_labels: Tensor, k: int
