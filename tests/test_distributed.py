@@ -200,3 +200,44 @@ def test_two_ranks_give_one_process_gradients_for_itc_itm_and_mlm(tmp_path):
     without_grad = torch.load(tmp_path / "rank0_without_grad.pt")["vision_proj.weight"]
     projection = expected["vision_proj.weight"]
     assert not torch.allclose(without_grad, projection, atol=1e-3 * projection.abs().max())
+
+
+DDP_SHORT_RUN = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=2",
+                 "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "data.num_workers=0",
+                 "data.batch_size=8", "data.eval_batch_size=8"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_multirun_sweep_with_ddp_writes_one_folder_per_job(synth_data, tmp_path):
+    """Lightning starts each job's second rank by re-running the command line: it must run that job in
+    that job's folder, not the whole sweep in a new one, and the second job must start its ranks too."""
+    command = [str(Path(sys.executable).with_name("vlp-train")), "-m", f"data_dir={synth_data.root}",
+               *DDP_SHORT_RUN, "system.optimizer.lr=1e-4,3e-4"]  # fmt: skip
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "multirun" / "train").iterdir()
+    for job in ("0", "1"):
+        assert (sweep / job / "metrics.json").is_file() and (
+            sweep / job / "train_ddp_process_1.log"
+        ).is_file()
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_one_run_folder(synth_data, tmp_path):
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [
+        torchrun,
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "vlp.train",
+        f"data_dir={synth_data.root}",
+        *DDP_SHORT_RUN,
+    ]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train").iterdir()
+    assert run.name.startswith("torchrun-") and (run / "metrics.json").is_file()

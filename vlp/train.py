@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import sys
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import hydra
@@ -21,6 +24,24 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from vlp.build import build_callbacks, build_loggers, build_run
 
 log = logging.getLogger(__name__)
+
+
+def run_stamp() -> str:
+    """The run folder's name (``hydra.run.dir``), the same in every process of a multi-process launch.
+
+    torchrun and srun start every rank as its own ``vlp-train``, and each would stamp its own time (two
+    processes, two folders, seen with torchrun): under them the launch's shared id names the folder
+    (``TORCHELASTIC_RUN_ID``, the same on all nodes given one ``--rdzv-id``; SLURM's job and step ids).
+    A single ``vlp-train`` (Lightning then starts the other ranks with rank 0's folder) keeps the time.
+    """
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+OmegaConf.register_new_resolver("vlp_run_stamp", run_stamp, replace=True, use_cache=True)
 
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:
@@ -79,9 +100,47 @@ def _last_validation_was(checkpoint_path: str, system: pl.LightningModule, train
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
+def launch_ddp_ranks_as_this_job() -> bool:
+    """Under a Hydra multirun, make the ranks Lightning starts for DDP run this job, in this job's folder.
+
+    Lightning starts each further rank by re-running the command line with ``hydra.run.dir`` set to the
+    parent's run dir. In a multirun that command is the whole sweep (``-m`` and every value), so each
+    rank ran all jobs and wrote a second sweep folder (seen: two folders for one ``vlp-train -m`` with
+    trainer=ddp). The command becomes this job's own overrides, and the run dir this job's folder.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    return True
+
+
+def end_ddp_launch(environment: dict[str, str]) -> None:
+    """After a multirun job: close its process group and take back the variables Lightning set when it
+    started the job's ranks (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, ...). Left set, they tell Lightning
+    that the next job's ranks were started by someone else, and rank 0 waits for ranks that never come."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key in set(os.environ) - set(environment):
+        del os.environ[key]
+    os.environ.update(environment)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    multirun = launch_ddp_ranks_as_this_job()
+    environment = dict(os.environ)
+    try:
+        metrics = train(cfg)
+    finally:
+        if multirun:  # the next job of the sweep starts its own DDP ranks, as the first one did
+            end_ddp_launch(environment)
     value = metrics.get(cfg.monitor)
     if value is None:
         log.warning("monitor=%s was not logged; logged keys: %s", cfg.monitor, ", ".join(sorted(metrics)))
