@@ -64,7 +64,6 @@ class HFTextEncoder(nn.Module):
                 setattr(hf_config, key, model_kwargs.pop(key))
             build = factory.from_config if factory is AutoModel else factory  # model classes take a config
             encoder = build(hf_config, **model_kwargs)
-        self.config = encoder.config
         self.width: int = encoder.config.hidden_size
         self.vocab_size = vocab_size
         self.pooled_output = pooled_output
