@@ -167,6 +167,41 @@ VARIANTS = [
 ]
 
 
+def momentum_itc_step(rows: slice) -> dict[str, torch.Tensor]:
+    """Two steps of ITC with momentum distillation and an 11-slot queue on ``rows`` of each of two global
+    batches (the weights moved in between, as an optimizer would): the second step's DDP-averaged
+    gradients and the queue afterwards."""
+    from tests.conftest import compose_train_config
+    from vlp.build import build_model
+    from vlp.distributed import all_reduce, world_size
+    from vlp.objectives.itc import ImageTextContrastive
+
+    torch.manual_seed(0)
+    model = build_model(compose_train_config(["run_dir=unused"]), vocab_size=VOCAB).eval()
+    itc = ImageTextContrastive(model.dims, momentum=0.9, queue_size=11, distill_alpha=0.4)
+    itc.bind(model)
+    itc.train()
+    itc.momentum.encoders.eval()  # no dropout
+    first = {key: value[rows] for key, value in global_batch().items()}
+    second = {key: value.flip(0)[rows] for key, value in global_batch().items()}
+    second["image_id"] = second["image_id"] + 1000
+    for step, batch in enumerate((first, second)):
+        encoded = model.encode(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+        loss = itc(batch, encoded, model).loss
+        if step == 0:
+            with torch.no_grad():  # a stand-in for the optimizer step between the two batches
+                for parameter in model.parameters():
+                    parameter.add_(0.01 * torch.cos(torch.arange(parameter.numel()).view_as(parameter)))
+    loss.backward()
+    result = {
+        name: all_reduce(parameter.grad.clone()) / world_size()
+        for name, parameter in model.named_parameters()
+        if parameter.grad is not None
+    }
+    result.update({f"queue.{name}": buffer.clone() for name, buffer in itc.queue.named_buffers()})
+    return result
+
+
 def _objectives_worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
@@ -176,6 +211,7 @@ def _objectives_worker(rank: int, init_file: str, out_dir: str) -> None:
         for variant, rows, gather, local_loss in VARIANTS:
             gradients = objective_gradients(even if rows == "even" else uneven, gather, local_loss)
             torch.save(gradients, Path(out_dir, f"rank{rank}_{variant}.pt"))
+        torch.save(momentum_itc_step(uneven), Path(out_dir, f"rank{rank}_momentum.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -184,7 +220,8 @@ def test_two_ranks_give_one_process_gradients_for_itc_itm_and_mlm(tmp_path):
     """ITC gathers with gradient, ITM draws negatives from the global batch with a shared generator, MLM
     and ITM divide by the global count: DDP's averaged gradients equal a single process on the global
     batch (to 1e-5 of each tensor's largest entry), also with ITC's local loss and batches of 5 and 3.
-    Gathering ITC's embeddings without gradient (ALBEF's choice) does not."""
+    Gathering ITC's embeddings without gradient (ALBEF's choice) does not. ITC with momentum
+    distillation and a queue (batches of 5 and 3) matches too, and its queue is the same on every rank."""
     mp.spawn(_objectives_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     expected = objective_gradients(slice(0, GLOBAL_BATCH), gather_with_grad=True)
     assert any(name.startswith("objectives.1.") for name in expected)  # ITM's head got gradients
@@ -197,6 +234,16 @@ def test_two_ranks_give_one_process_gradients_for_itc_itm_and_mlm(tmp_path):
             assert torch.allclose(gradients[name], gradient, rtol=0, atol=tolerance), (variant, name)
         other_rank = torch.load(tmp_path / f"rank1_{variant}.pt")
         assert torch.equal(gradients["vision_proj.weight"], other_rank["vision_proj.weight"])
+    # ITC with momentum distillation and a queue: each rank's rows against the global momentum keys give
+    # one process's gradients too, and every rank holds the same queue (the global batch, in order)
+    expected_momentum = momentum_itc_step(slice(0, GLOBAL_BATCH))
+    assert int(expected_momentum["queue.filled"]) == 11 and int(expected_momentum["queue.position"]) == 5
+    for rank in range(WORLD_SIZE):
+        momentum = torch.load(tmp_path / f"rank{rank}_momentum.pt")
+        assert momentum.keys() == expected_momentum.keys()
+        for name, expected_tensor in expected_momentum.items():
+            tolerance = 1e-5 * expected_tensor.abs().max() + 1e-9
+            assert torch.allclose(momentum[name], expected_tensor, rtol=0, atol=tolerance), name
     without_grad = torch.load(tmp_path / "rank0_without_grad.pt")["vision_proj.weight"]
     projection = expected["vision_proj.weight"]
     assert not torch.allclose(without_grad, projection, atol=1e-3 * projection.abs().max())

@@ -127,3 +127,25 @@ def test_vlp_eval_scores_a_checkpoint_on_the_test_split(synth_data, tmp_path):
     assert 0.0 <= metrics["test/retrieval/img_r5"] <= 100.0 and "test/itm/acc" in metrics
     missing = subprocess.run([*command[:-3], "ckpt_path=null"], capture_output=True, text=True, timeout=600)
     assert missing.returncode != 0 and "vlp-eval needs the checkpoint" in missing.stderr
+
+
+def test_itc_with_momentum_distillation_trains_and_checkpoints_its_queue(synth_data, tmp_path):
+    vlp_train(
+        synth_data, tmp_path, "objectives.itc.momentum=0.995", "objectives.itc.queue_size=20",
+        "objectives.itc.distill_alpha=0.4", "objectives.itc.distill_warmup_steps=2", "trainer.max_steps=3",
+        "trainer.limit_val_batches=1", "data.batch_size=8", "data.eval_batch_size=8",
+    )  # fmt: skip
+    import torch
+
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")["state_dict"]
+    assert int(state["objectives.itc.queue.filled"]) == 20  # 3 steps x 8 rows through 20 slots
+    assert int(state["objectives.itc.queue.position"]) == 4
+    assert int(state["objectives.itc.training_steps"]) == 3
+    momentum, online = (
+        state["objectives.itc.momentum.encoders.vision_proj.weight"],
+        state["model.vision_proj.weight"],
+    )
+    assert not torch.equal(momentum, online)  # the copy lags behind the trained weights
+    assert torch.allclose(momentum, online, atol=0.05)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val/itc/queue_filled"] == 20

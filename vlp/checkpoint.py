@@ -58,6 +58,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the run: ignored
     mismatched: list[str] = field(default_factory=list)  # "name: checkpoint shape -> run shape"
     resized: list[str] = field(default_factory=list)  # position embeddings interpolated to this run's grid
+    reset: list[str] = field(default_factory=list)  # run state (queues) started afresh, never loaded
 
     def summary(self) -> str:
         def names(keys: list[str]) -> str:
@@ -73,6 +74,8 @@ class LoadReport:
             lines.append(f"position embeddings interpolated: {names(self.resized)}")
         if self.mismatched:
             lines.append(f"kept fresh (shape differs): {names(self.mismatched)}")
+        if self.reset:
+            lines.append(f"started empty (run state): {names(self.reset)}")
         return "; ".join(lines)
 
 
@@ -85,7 +88,14 @@ def init_from_checkpoint(
     target = module.state_dict()
     report = LoadReport()
     to_load = {}
+    # Run state that means nothing in another run (ITC's queue of past embeddings and their image ids).
+    run_state = tuple(
+        f"{prefix}." for prefix, part in module.named_modules() if getattr(part, "reset_on_init_from", False)
+    )
     for name, tensor in target.items():
+        if name.startswith(run_state):
+            report.reset.append(name)
+            continue
         shapes = f"{name}: {tuple(source[name].shape)} -> {tuple(tensor.shape)}" if name in source else ""
         if name not in source:
             report.missing.append(name)

@@ -60,6 +60,9 @@ class VLPSystem(pl.LightningModule):
             raise ValueError("objectives is empty: select at least one, e.g. objectives=[itc,itm,mlm]")
         self.model = model
         self.objectives = nn.ModuleDict(objectives)
+        for objective in self.objectives.values():
+            if hasattr(objective, "bind"):  # objectives that keep copies of the model (ITC's momentum towers)
+                objective.bind(model)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.evaluators = dict(evaluators or {})

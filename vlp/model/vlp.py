@@ -7,6 +7,8 @@ belongs to the system (vlp.system).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable
 
 import torch.nn.functional as F
@@ -90,6 +92,18 @@ class VLPModel(nn.Module):
         return Encoded(
             image=self.encode_image(pixel_values), text=self.encode_text(input_ids, attention_mask)
         )
+
+    def unimodal_copy(self) -> VLPModel:
+        """A deep copy of the towers and projections without the fusion encoder (ALBEF's momentum
+        encoders): ``encode`` works on it, parameter names match this model's."""
+        fusion = self.fusion
+        self.fusion = None  # left out of the copy, not copied and dropped (it can be the largest part)
+        try:
+            twin = copy.deepcopy(self)
+        finally:
+            self.fusion = fusion
+        twin.dims = dataclasses.replace(twin.dims, capabilities=twin.dims.capabilities & {CONTRASTIVE})
+        return twin
 
     def fuse(self, text_tokens: Tensor, text_mask: Tensor, image_tokens: Tensor) -> Fused:
         """Fused states for (text, image) pairs aligned along the batch."""

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from vlp import distributed
 from vlp.model.vlp import VLPModel
 from vlp.objectives.base import Objective
+from vlp.objectives.momentum import FeatureQueue, MomentumEncoders
 from vlp.types import CONTRASTIVE, Batch, Encoded, ModelDims, ObjectiveOutput
 
 
@@ -55,6 +56,10 @@ class ImageTextContrastive(Objective):
         gather_with_grad: bool = True,
         max_logit_scale: float = 100.0,
         local_loss: bool = False,
+        momentum: float | None = None,
+        queue_size: int = 0,
+        distill_alpha: float = 0.0,
+        distill_warmup_steps: int = 0,
     ) -> None:
         super().__init__(weight)
         log_scale = torch.tensor(math.log(1.0 / temperature))
@@ -64,11 +69,31 @@ class ImageTextContrastive(Objective):
             distributed.gather_rows_with_grad if gather_with_grad else distributed.gather_rows_without_grad
         )
         self.local_loss = local_loss
+        if momentum is None and (queue_size or distill_alpha):
+            raise ValueError(
+                "objectives.itc.queue_size and distill_alpha need momentum encoders: set "
+                "objectives.itc.momentum (e.g. 0.995)"
+            )
+        if not 0.0 <= distill_alpha <= 1.0:
+            raise ValueError(f"objectives.itc.distill_alpha must be in [0, 1], got {distill_alpha}")
+        self.momentum_decay = momentum
+        self.queue = FeatureQueue(queue_size, dims.embed_dim) if queue_size else None
+        self.momentum: MomentumEncoders | None = None  # made by bind(), which sees the model
+        self.distill_alpha = distill_alpha
+        self.distill_warmup_steps = distill_warmup_steps
+        self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))  # for the warm-up
+
+    def bind(self, model: VLPModel) -> None:
+        """Called once by the system with the model it trains: builds the momentum copies."""
+        if self.momentum_decay is not None:
+            self.momentum = MomentumEncoders(model, self.momentum_decay)
 
     def logit_scale(self) -> Tensor:
         return self.log_logit_scale.clamp(0.0, self.max_log_scale).exp()
 
     def forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
+        if self.momentum is not None:
+            return self._momentum_forward(batch, encoded, model)
         images, offset = self.gather_rows(encoded.image.embedding)
         texts, _ = self.gather_rows(encoded.text.embedding)
         image_ids = distributed.gather_variable_length(batch["image_id"])
@@ -95,3 +120,58 @@ class ImageTextContrastive(Objective):
             loss=loss,
             metrics={"i2t_acc": hits.float().mean(), "temperature": 1.0 / self.logit_scale().detach()},
         )
+
+    def _alpha(self) -> float:
+        if self.distill_warmup_steps <= 0:
+            return self.distill_alpha
+        return self.distill_alpha * min(1.0, int(self.training_steps) / self.distill_warmup_steps)
+
+    def _momentum_forward(self, batch: Batch, encoded: Encoded, model: VLPModel) -> ObjectiveOutput:
+        """ALBEF's ITC: online embeddings of this rank's rows against momentum keys (the global batch, then
+        the queue), with targets softened by the momentum model's own similarities."""
+        assert self.momentum is not None
+        self.momentum.update(model, step=self.training)
+        scale = self.logit_scale()
+        with torch.no_grad():
+            momentum_images, momentum_texts = self.momentum.embed(
+                batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
+            )
+            key_images = distributed.gather_variable_length(momentum_images)
+            key_texts = distributed.gather_variable_length(momentum_texts)
+            key_ids = distributed.gather_variable_length(batch["image_id"])
+            batch_keys = (key_images, key_texts, key_ids)
+            if self.queue is not None:
+                queued = self.queue.contents()
+                key_images, key_texts, key_ids = (
+                    torch.cat([fresh, old.to(fresh.dtype)])
+                    for fresh, old in zip(batch_keys, queued, strict=True)
+                )
+            same = (batch["image_id"][:, None] == key_ids[None, :]).float()
+            hard_targets = same / same.sum(dim=1, keepdim=True)
+            alpha = self._alpha()
+            image_targets = text_targets = hard_targets
+            if alpha > 0:
+                momentum_i2t = F.softmax(scale * momentum_images @ key_texts.t(), dim=1)
+                momentum_t2i = F.softmax(scale * momentum_texts @ key_images.t(), dim=1)
+                image_targets = alpha * momentum_i2t + (1 - alpha) * hard_targets
+                text_targets = alpha * momentum_t2i + (1 - alpha) * hard_targets
+        image_to_text = scale * encoded.image.embedding @ key_texts.t().to(encoded.image.embedding.dtype)
+        text_to_image = scale * encoded.text.embedding @ key_images.t().to(encoded.text.embedding.dtype)
+        # sums over this rank's rows / (2 x global rows), times the world size that DDP's average divides by
+        rows = encoded.image.embedding.shape[0]
+        per_rank = 2 * distributed.global_sum(rows, image_to_text.device) / distributed.world_size()
+        loss = (
+            F.cross_entropy(image_to_text, image_targets, reduction="sum")
+            + F.cross_entropy(text_to_image, text_targets, reduction="sum")
+        ) / per_rank
+        if self.training:
+            if self.queue is not None:
+                self.queue.push(*batch_keys)  # every rank pushes the same global batch, in rank order
+            self.training_steps += 1
+        with torch.no_grad():
+            hits = hard_targets.gather(1, image_to_text.argmax(dim=1, keepdim=True)) > 0
+        metrics = {"i2t_acc": hits.float().mean(), "temperature": 1.0 / scale.detach()}
+        metrics["distill_alpha"] = scale.detach().new_tensor(alpha)
+        if self.queue is not None:
+            metrics["queue_filled"] = self.queue.filled.float()
+        return ObjectiveOutput(loss=loss, metrics=metrics)
