@@ -89,18 +89,39 @@ class VLPSystem(pl.LightningModule):
         # One running weighted mean per logged key, created on first use; Lightning reduces them
         # across ranks at epoch end (sum of weighted values / sum of weights, so exact).
         self.running_means = nn.ModuleDict()
+        self._handed_over_this_epoch: set[str] = set()  # see _log_mean
         self.validated_at_step: int | None = None
 
-    def _log_mean(self, key: str, value: Tensor, weight: Tensor | int, stage: str) -> None:
+    def _log_mean(self, key: str, value: Tensor, weight: Tensor | int, stage: str, hand_over: bool) -> None:
+        """Add ``value`` (weighted) to the running mean of ``key``; hand the mean to Lightning's logger
+        only when ``hand_over``. Updating a metric costs microseconds, but every ``self.log`` call moves
+        the metric object through Lightning's result collection (milliseconds each, a large share of a
+        small model's step), so training steps hand over only when the logger writes (every
+        ``log_every_n_steps``), and every metric is handed over once in each epoch (its first value),
+        which registers it for its epoch mean: at epoch end Lightning reads the metric's whole accumulated
+        state, not only the values handed over."""
         slot = key.replace("/", "__")  # ModuleDict keys may not contain dots or slashes
         if slot not in self.running_means:
             self.running_means[slot] = MeanMetric().to(self.device)
         metric = self.running_means[slot]
         weight = torch.as_tensor(weight, dtype=torch.float32, device=value.device)
-        metric(value.detach().float(), weight)
+        if slot not in self._handed_over_this_epoch:
+            self._handed_over_this_epoch.add(slot)
+            hand_over = True
+        if not hand_over:
+            metric.update(value.detach().float(), weight)
+            return
+        metric(value.detach().float(), weight)  # forward: also keeps this batch's value for the step log
         self.log(
             key, metric, on_step=stage == "train", on_epoch=True, metric_attribute=f"running_means.{slot}"
         )
+
+    def _hand_over_to_logger(self, stage: str) -> bool:
+        """Whether this step's metrics go to Lightning's logger (see :meth:`_log_mean`)."""
+        if stage != "train":  # evaluation logs epoch means only
+            return False
+        connector = getattr(self._trainer, "_logger_connector", None)
+        return connector is None or connector.should_update_logs
 
     def _step(self, batch: Batch, stage: str) -> Tensor:
         pixel_values = batch["pixel_values"]
@@ -108,16 +129,17 @@ class VLPSystem(pl.LightningModule):
             pixel_values = pixel_values.flatten(0, 1)
         encoded = self.model.encode(pixel_values, batch["input_ids"], batch["attention_mask"])
         batch_size = batch["input_ids"].shape[0]
+        hand_over = self._hand_over_to_logger(stage)
         total = torch.zeros((), device=self.device)
         outputs = {}
         for name, objective in self.objectives.items():
             output = outputs[name] = objective(batch, encoded, self.model)
             total = total + objective.weight * output.loss
-            self._log_mean(f"{stage}/{name}/loss", output.loss, batch_size, stage)
+            self._log_mean(f"{stage}/{name}/loss", output.loss, batch_size, stage, hand_over)
             for metric, value in output.metrics.items():
                 weight = output.metric_weights.get(metric, batch_size)
-                self._log_mean(f"{stage}/{name}/{metric}", value, weight, stage)
-        self._log_mean(f"{stage}/loss", total, batch_size, stage)
+                self._log_mean(f"{stage}/{name}/{metric}", value, weight, stage, hand_over)
+        self._log_mean(f"{stage}/loss", total, batch_size, stage, hand_over)
         if stage != "train":
             for evaluator in self.evaluators.values():
                 evaluator.update(batch, encoded, self.model, outputs)
@@ -132,7 +154,11 @@ class VLPSystem(pl.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def on_train_epoch_start(self) -> None:
+        self._handed_over_this_epoch.clear()
+
     def _start_evaluation(self) -> None:
+        self._handed_over_this_epoch.clear()
         for evaluator in self.evaluators.values():
             evaluator.reset()
 
