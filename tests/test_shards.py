@@ -111,3 +111,17 @@ def test_not_a_karpathy_file_is_a_clear_error(tmp_path):
 def test_missing_index_says_how_to_make_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="vlp-shards"):
         SplitIndex.read(tmp_path)
+
+
+def test_shards_are_byte_reproducible_with_one_header_per_member(synth_data, tmp_path):
+    """A fixed integer mtime: converting twice gives the same bytes, and no member needs a PAX header
+    (which would double the time to read a shard)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        convert_karpathy(synth_data.karpathy_json, synth_data.karpathy_json.parent, out, shard_size=16)
+    shards = sorted(path.relative_to(first) for path in first.rglob("*.tar"))
+    assert shards and shards == sorted(path.relative_to(second) for path in second.rglob("*.tar"))
+    for shard in shards:
+        assert (first / shard).read_bytes() == (second / shard).read_bytes()
+        with tarfile.open(first / shard) as tar:
+            assert all(not member.pax_headers for member in tar.getmembers())
