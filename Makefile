@@ -26,8 +26,11 @@ test-fast: setup
 
 # Benchmarks write markdown + JSON under benchmarks/results/ (see benchmarks/README.md).
 bench: setup
-	$(PY) benchmarks/convert_throughput.py
-	$(PY) benchmarks/retrieval_cost.py
+	$(PY) -m benchmarks.framework_overhead
+	$(PY) -m benchmarks.itc_vs_open_clip
+	$(PY) -m benchmarks.data_pipeline
+	$(PY) -m benchmarks.convert_throughput
+	$(PY) -m benchmarks.retrieval_cost
 
 lint: setup
 	$(VENV)/bin/ruff check .
