@@ -27,6 +27,16 @@ def train_losses(synth_data, run_dir, precision: str) -> list[float]:
 
 
 @pytest.mark.slow
+def test_fp16_mixed_with_hf_text_towers_stays_finite_and_learns(synth_data, tmp_path):
+    """16-mixed (fp16 autocast + gradient scaling; on the CPU as on a GPU): the BERT text tower's padding
+    mask and the fusion's attention stay finite, and the loss falls as in bf16."""
+    fp16 = train_losses(synth_data, tmp_path / "fp16", "16-mixed")
+    assert len(fp16) >= 20 and all(math.isfinite(loss) for loss in fp16), fp16
+    first, last = sum(fp16[:4]) / 4, sum(fp16[-4:]) / 4
+    assert last < 0.9 * first, (first, last)
+
+
+@pytest.mark.slow
 def test_bf16_mixed_trains_the_tiny_model_as_fp32_does(synth_data, tmp_path):
     """24 steps on 2 batches: the bf16 loss is finite, falls, and ends within 5% of fp32's."""
     bf16 = train_losses(synth_data, tmp_path / "bf16", "bf16-mixed")
