@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import time
+import zlib
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -148,3 +151,22 @@ class Telemetry(pl.Callback):
                 for logger in trainer.loggers:
                     logger.log_metrics(metrics, step=trainer.global_step)
             self._reset()
+
+
+class StepSeed(pl.Callback):
+    """Seeds every training batch's randomness (dropout, ITM negative draws, anything drawing from the
+    global RNGs) from (seed, rank, epoch, batch index), so that no RNG state needs saving: a run resumed
+    from a step checkpoint draws exactly what the uninterrupted run drew at the same batch, on every rank.
+    (Data augmentation in the loader is seeded per sample, see vlp.data.pipeline.StreamContext.)"""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        key = f"{self.seed}/{trainer.global_rank}/{trainer.current_epoch}/{batch_idx}"
+        seed = zlib.crc32(key.encode())
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # also seeds every CUDA device

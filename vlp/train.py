@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vlp.build import build_callbacks, build_loggers, build_run
+from vlp.resume import newest_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,21 @@ def write_metrics(path: Path, metrics: dict[str, float]) -> None:
     path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
 
 
+def resume_from(cfg: DictConfig, run_dir: Path) -> str | None:
+    """``ckpt_path`` as given, or with ``resume=true`` the newest loadable checkpoint of the run folder
+    (none yet: the run starts afresh, so that one command both starts and resumes a run)."""
+    if not cfg.get("resume"):
+        return cfg.ckpt_path
+    if cfg.ckpt_path:
+        raise ValueError("resume=true picks the checkpoint itself: leave ckpt_path unset")
+    checkpoint = newest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        log.info("resume=true: no checkpoint in %s/checkpoints yet, starting afresh", run_dir)
+        return None
+    log.info("resume=true: continuing from %s", checkpoint)
+    return str(checkpoint)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate the best (or last) weights, write ``config.yaml`` and ``metrics.json`` in the run dir."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -60,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    trainer.fit(run.system, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(run.system, datamodule=run.datamodule, ckpt_path=resume_from(cfg, run_dir))
 
     checkpoint = next(
         (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None), None
@@ -74,7 +90,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         results = dict(trainer.callback_metrics)
         log.info("the best checkpoint %s is the last one validated: its metrics are final", best)
     else:
-        results = trainer.validate(run.system, datamodule=run.datamodule, ckpt_path=best or None)[0]
+        passes = trainer.validate(run.system, datamodule=run.datamodule, ckpt_path=best or None)
+        results = passes[0] if passes else {}  # limit_val_batches=0: no validation at all
         if best:
             log.info("validated the best checkpoint %s", best)
     metrics = {key: float(value) for key, value in results.items() if key.startswith("val/")}

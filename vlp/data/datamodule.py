@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,15 @@ from vlp.data.collate import CaptionCollator, NLVR2Collator, VQACollator, expand
 from vlp.data.pipeline import (
     BatchWithSkips,
     DecodeOrSkip,
+    EpochLoader,
     EveryNthSample,
     MixedStreams,
     ResampledShardStream,
+    ResumableEpochs,
     SeededShuffle,
     ShuffledShardPass,
     SkipCounter,
+    StreamContext,
     shard_samples,
 )
 from vlp.data.samples import decode_caption_sample, decode_nlvr2_sample, decode_vqa_sample
@@ -111,6 +113,8 @@ class ShardDataModule(pl.LightningDataModule):
         self.seed = seed
         self.image_config: dict[str, Any] = {}
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._positions: dict[int, dict[str, Any]] = {}  # worker share -> position after its last batch
+        self._restored_positions: list[dict[str, Any]] | None = None
         if self.root is None and not self.train_datasets:
             raise ValueError("data.root is not set: point it at a vlp-shards output folder")
 
@@ -120,8 +124,9 @@ class ShardDataModule(pl.LightningDataModule):
     def collate(self, train: bool) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
         raise NotImplementedError
 
-    def expand_stages(self, train: bool, rank: int) -> list[Any]:
-        """Stages between decoding and batching (VQA: one sample per question)."""
+    def expand_stages(self, train: bool, rank: int, context: StreamContext | None = None) -> list[Any]:
+        """Stages between decoding and batching (VQA: one sample per question); ``context`` is the
+        training stream's (see vlp.data.pipeline.StreamContext)."""
         return []
 
     def items_in(self, index: SplitIndex) -> int:
@@ -221,23 +226,90 @@ class ShardDataModule(pl.LightningDataModule):
         return max(1, self.epoch_items(sources) // (self.batch_size * world_size * workers))
 
     def _source_stages(
-        self, source: ShardSource, counter: SkipCounter, rank: int, world_size: int, offset: int
+        self,
+        source: ShardSource,
+        counter: SkipCounter,
+        rank: int,
+        world_size: int,
+        index: int,
+        context: StreamContext,
     ) -> list[Any]:
         if self.resampled:
             stages = shard_samples(
-                ResampledShardStream(source.urls, f"{self.seed}/{source.name}", rank), counter
+                ResampledShardStream(source.urls, f"{self.seed}/{source.name}", rank, context), counter
             )
         else:
-            stages = shard_samples(ShuffledShardPass(source.urls, self.seed), counter)
-            stages.append(EveryNthSample(rank, world_size))
-        stages.append(SeededShuffle(self.shuffle_buffer, self.seed, rank, name=f"shuffle-{source.name}"))
-        stages.append(DecodeOrSkip(self.decode, self._transform(train=True), counter, image_id_offset=offset))
-        return stages + self.expand_stages(train=True, rank=rank)
+            stages = shard_samples(ShuffledShardPass(source.urls, self.seed, context), counter)
+            stages.append(EveryNthSample(rank, world_size, context))
+        stages.append(
+            SeededShuffle(self.shuffle_buffer, self.seed, rank, context, name=f"shuffle-{source.name}")
+        )
+        stages.append(
+            DecodeOrSkip(self.decode, self._transform(train=True), counter,
+                         image_id_offset=index << IMAGE_ID_OFFSET_BITS, context=context, source=index)
+        )  # fmt: skip
+        return stages + self.expand_stages(train=True, rank=rank, context=context)
+
+    # --- where the training stream is: saved in checkpoints, for step-exact resume ---------------------
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "data_position" in batch:
+            position = batch.pop("data_position")
+            if self.trainer is not None and self.trainer.training:
+                self._positions[position["identity"]] = position
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each rank's training-stream positions (one per worker share) after the last batch trained on.
+        Lightning writes rank 0's checkpoint, so the ranks' positions are gathered into it."""
+        mine = {"positions": dict(self._positions)}
+        if self.trainer is not None and self.trainer.world_size > 1:
+            import torch.distributed as dist
+
+            everyone: list[Any] = [None] * self.trainer.world_size
+            dist.all_gather_object(everyone, mine)
+            return {"ranks": everyone}
+        return {"ranks": [mine]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_positions = state_dict.get("ranks")
+
+    def _resume_plan(self, rank: int, workers: int, batches_per_worker: int) -> dict[str, Any]:
+        """Where this rank's stream continues after a checkpoint: ``{"epoch", "resume"}`` -- the epoch, and
+        the saved positions of its worker shares when the checkpoint fell inside it; ``{}`` for a fresh
+        run."""
+        ranks = self._restored_positions
+        if not ranks:
+            return {}
+        if len(ranks) != (self.trainer.world_size if self.trainer is not None else 1):
+            raise ValueError(
+                f"the checkpoint's data position comes from {len(ranks)} ranks, this run has "
+                f"{self.trainer.world_size if self.trainer is not None else 1}: resume with the same number"
+            )
+        positions = {int(k): v for k, v in ranks[rank]["positions"].items()}
+        if not positions:
+            return {}  # saved before the first batch
+        epoch = max(position["pass"] for position in positions.values())
+        positions = {k: v for k, v in positions.items() if v["pass"] == epoch}
+        if len(positions) == workers and all(v["batches"] >= batches_per_worker for v in positions.values()):
+            return {"epoch": epoch + 1}  # saved at the end of an epoch: the next starts afresh
+        saved_workers = next(iter(positions.values()))["workers"]
+        if saved_workers != workers:
+            raise ValueError(
+                f"the checkpoint was taken with data.num_workers={saved_workers} and this run has "
+                f"{workers}: resume with data.num_workers={saved_workers} to continue the epoch exactly"
+            )
+        if self.expand_stages(train=True, rank=rank, context=StreamContext()):  # items fan out: replay them
+            positions = {k: {**v, "raw": {}, "mix": 0} for k, v in positions.items()}
+        else:  # skip raw samples before decoding: cheap
+            positions = {k: {**v, "items": 0} for k, v in positions.items()}
+        done = sum(position["batches"] for position in positions.values())
+        return {"epoch": epoch, "resume": {"pass": epoch, "rotation": done % workers, "positions": positions}}
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank_and_world()
         sources = self.train_sources()
         counter = SkipCounter()
+        context = StreamContext(seed=f"{self.seed}/{rank}")
         if not self.resampled and len(sources) > 1:
             if len({source.weight for source in sources}) > 1:
                 raise ValueError("resampled=false reads every dataset once per epoch: sampling weights need "
@@ -246,25 +318,34 @@ class ShardDataModule(pl.LightningDataModule):
                 ShardSource("train", [u for s in sources for u in s.urls], sum(s.num_items for s in sources))
             ]
         if len(sources) == 1:
-            stages = self._source_stages(sources[0], counter, rank, world_size, offset=0)
+            stages = self._source_stages(sources[0], counter, rank, world_size, 0, context)
         else:
             streams = [
-                wds.DataPipeline(
-                    *self._source_stages(s, counter, rank, world_size, i << IMAGE_ID_OFFSET_BITS)
-                )
+                wds.DataPipeline(*self._source_stages(s, counter, rank, world_size, i, context))
                 for i, s in enumerate(sources)
             ]
-            stages = [MixedStreams(streams, [s.weight for s in sources], self.seed, rank)]
-        batches_per_worker = self._batches_per_worker(world_size, sources)
+            stages = [MixedStreams(streams, [s.weight for s in sources], self.seed, rank, context)]
         pipeline = wds.DataPipeline(
-            *stages, BatchWithSkips(self.batch_size, self.collate(train=True), partial=False, counter=counter)
-        ).with_epoch(batches_per_worker)
-        # Lightning reads the length for progress bars and the LR schedule; it is exact by construction
-        # (webdataset warns that with_length does not cut the epoch: with_epoch above does).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            pipeline = pipeline.with_length(batches_per_worker * max(1, self.num_workers))
-        return self._loader(pipeline, persistent=True)
+            *stages,
+            BatchWithSkips(self.batch_size, self.collate(train=True), partial=False, counter=counter,
+                           context=context),
+        )  # fmt: skip
+        # Lightning reads the length (progress bars, the LR schedule); it is exact by construction.
+        workers = max(1, self.num_workers)
+        batches_per_worker = self._batches_per_worker(world_size, sources)
+        plan = self._resume_plan(rank, workers, batches_per_worker)
+        resumable = ResumableEpochs(pipeline, context, batches_per_worker, workers, resume=plan.get("resume"))
+        return EpochLoader(
+            resumable,
+            self._current_epoch,
+            plan.get("epoch"),
+            batch_size=None,  # batching happens inside the pipeline, in the workers
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _current_epoch(self) -> int | None:
+        return self.trainer.current_epoch if self.trainer is not None else None
 
     def _eval_dataloader(self, stage: str) -> DataLoader:
         rank, world_size = self._rank_and_world()
@@ -349,12 +430,14 @@ class VQADataModule(ShardDataModule):
             raise ValueError(f"{index.split}: index.json has no num_questions: is it a VQA split?")
         return int(index.extra["num_questions"])
 
-    def expand_stages(self, train: bool, rank: int) -> list[Any]:
+    def expand_stages(self, train: bool, rank: int, context: StreamContext | None = None) -> list[Any]:
         if not train:
             return [expand_questions]
         return [
             expand_questions,
-            SeededShuffle(self.question_shuffle_buffer, self.seed, rank, name="questions"),
+            SeededShuffle(
+                self.question_shuffle_buffer, self.seed, rank, context or StreamContext(), "questions"
+            ),
         ]
 
     def collate(self, train: bool) -> VQACollator:

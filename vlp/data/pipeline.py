@@ -24,7 +24,9 @@ worker), where vlp.callbacks.DataSkipMonitor logs it and enforces the skip-rate 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import random
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -78,22 +80,148 @@ class TarErrorHandler:
         return True
 
 
+class StreamContext:
+    """Where one training stream is, shared by every stage of its pipeline (pickled with it, so one copy
+    per worker): which pass (epoch) it is producing, as which worker's share (its *identity*), and how
+    far it has got: raw samples that reached decoding, per source; mixing draws; batches made.
+
+    Stages seed their random choices from (pass, identity) rather than from counters of their own, so a
+    stream can be rebuilt at any epoch, and a resumed worker can take over another worker's share (see
+    :class:`ResumableEpochs`). Without a pass begun (evaluation streams), the identity is the real worker.
+    """
+
+    def __init__(self, seed: int | str = 0) -> None:
+        self.seed = seed
+        self.identity: int | None = None
+        self.num_identities = 1
+        self.pass_index = 0
+        self.raw_seen: Counter = Counter()  # source index -> raw samples that reached decoding
+        self.raw_to_skip: dict[int, int] = {}
+        self.items_to_skip = 0  # decoded items dropped before batching (streams with expand stages)
+        self.mix_draws = 0
+        self.mix_draws_to_skip = 0
+        self.batches = 0
+
+    def worker(self) -> tuple[int, int]:
+        return (self.identity, self.num_identities) if self.identity is not None else _worker_info()
+
+    def begin(self, pass_index: int, identity: int, num_identities: int, resume: dict | None) -> None:
+        self.pass_index, self.identity, self.num_identities = pass_index, identity, num_identities
+        self.raw_seen = Counter()
+        self.mix_draws = self.batches = 0
+        resume = resume or {}
+        self.raw_to_skip = {int(k): v for k, v in resume.get("raw", {}).items()}
+        self.items_to_skip = resume.get("items", 0)
+        self.mix_draws_to_skip = resume.get("mix", 0)
+        self.batches = resume.get("batches", 0)
+
+    def position(self, items: int) -> dict[str, Any]:
+        """What a resumed stream needs to continue right after the batch just made."""
+        return {"pass": self.pass_index, "identity": self.identity, "workers": self.num_identities,
+                "batches": self.batches, "raw": dict(self.raw_seen), "mix": self.mix_draws,
+                "items": items}  # fmt: skip
+
+    def seed_sample(self, source: int, index: int) -> None:
+        """Seed the worker's global RNGs (which timm's random augmentations draw from) from the sample's
+        place in the stream, so that a sample is augmented alike however the stream got to it."""
+        seed = zlib.crc32(f"{self.seed}/{self.pass_index}/{self.identity}/{source}/{index}".encode())
+        random.seed(seed)
+        torch.manual_seed(seed)
+
+
+class ResumableEpochs(torch.utils.data.IterableDataset):
+    """A training pipeline cut into epochs of ``batches_per_worker`` batches per worker, that can resume
+    in the middle of an epoch exactly where a checkpoint left it.
+
+    Each iteration is the pass (epoch) in ``epoch``, a number shared with the worker processes that the
+    main process sets before every iteration (:class:`EpochLoader` sets the trainer's epoch), so that a
+    stream built at any point produces the right epoch. ``resume`` = ``{"pass", "rotation",
+    "positions"}``: in that pass, worker i produces the share of worker (i + rotation) mod W, because the
+    DataLoader asks workers in turn and the first batch after the checkpoint was that worker's; it
+    continues from the share's saved position (``StreamContext.position``).
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        context: StreamContext,
+        batches_per_worker: int,
+        workers: int,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.context = context
+        self.batches_per_worker = batches_per_worker
+        self.workers = workers
+        self.resume = resume
+        self.epoch = multiprocessing.Value("i", 0)  # shared with workers started after it
+
+    def __len__(self) -> int:
+        return self.batches_per_worker * self.workers
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker, workers = _worker_info()
+        pass_index = int(self.epoch.value)
+        identity, position = worker, None
+        if self.resume is not None and self.resume["pass"] == pass_index:
+            identity = (worker + self.resume["rotation"]) % workers
+            position = self.resume["positions"].get(identity)
+        self.context.begin(pass_index, identity, workers, position)
+        remaining = self.batches_per_worker - self.context.batches
+        for made, batch in enumerate(self.pipeline):
+            if made >= remaining:
+                break
+            yield batch
+
+
+class EpochLoader(torch.utils.data.DataLoader):
+    """A DataLoader over :class:`ResumableEpochs` that tells it which epoch each iteration is, from
+    ``current_epoch()`` (the trainer's; None outside a Trainer: then each iteration is the next epoch),
+    just before the workers start on it.
+
+    ``resumed_epoch``: the epoch a resumed run continues in. Lightning starts the first iteration while
+    it sets up the optimizers' schedule, before it restores its own epoch counter from the checkpoint,
+    so the first iteration takes this one instead."""
+
+    def __init__(
+        self,
+        dataset: ResumableEpochs,
+        current_epoch: Callable[[], int | None],
+        resumed_epoch: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dataset, **kwargs)
+        self.current_epoch = current_epoch
+        self.resumed_epoch = resumed_epoch
+        self.iterations = 0
+
+    def __iter__(self) -> Any:
+        epoch = self.current_epoch()
+        if epoch is None:  # used outside a Trainer: each iteration is the next epoch
+            epoch = self.iterations
+        self.iterations += 1
+        if self.resumed_epoch is not None:
+            epoch, self.resumed_epoch = max(epoch, self.resumed_epoch), None
+        self.dataset.epoch.value = epoch
+        return super().__iter__()
+
+
 class ResampledShardStream(torch.utils.data.IterableDataset):
     """Infinite stream of shard urls drawn with replacement; a distinct, reproducible seed per rank/worker."""
 
-    def __init__(self, urls: list[str], seed: int, rank: int) -> None:
+    def __init__(self, urls: list[str], seed: int | str, rank: int, context: StreamContext) -> None:
         super().__init__()
         if not urls:
             raise ValueError("no shards to read")
         self.urls = list(urls)
         self.seed = seed
         self.rank = rank
-        self.passes = 0  # advances each time the stream restarts, so that epochs differ
+        self.context = context
 
     def __iter__(self) -> Iterator[dict[str, str]]:
-        worker, _ = _worker_info()
-        rng = random.Random(f"shards-{self.seed}-{self.rank}-{worker}-{self.passes}")
-        self.passes += 1
+        worker, _ = self.context.worker()
+        rng = random.Random(f"shards-{self.seed}-{self.rank}-{worker}-{self.context.pass_index}")
         while True:
             yield {"url": rng.choice(self.urls)}
 
@@ -102,18 +230,17 @@ class ShuffledShardPass(torch.utils.data.IterableDataset):
     """Every shard once, in an order that depends only on (seed, pass): identical on every rank and worker,
     so that :class:`EveryNthSample` partitions the same sequence everywhere."""
 
-    def __init__(self, urls: list[str], seed: int) -> None:
+    def __init__(self, urls: list[str], seed: int, context: StreamContext) -> None:
         super().__init__()
         if not urls:
             raise ValueError("no shards to read")
         self.urls = list(urls)
         self.seed = seed
-        self.passes = 0
+        self.context = context
 
     def __iter__(self) -> Iterator[dict[str, str]]:
         order = list(self.urls)
-        random.Random(f"pass-{self.seed}-{self.passes}").shuffle(order)
-        self.passes += 1
+        random.Random(f"pass-{self.seed}-{self.context.pass_index}").shuffle(order)
         for url in order:
             yield {"url": url}
 
@@ -121,31 +248,33 @@ class ShuffledShardPass(torch.utils.data.IterableDataset):
 class SeededShuffle:
     """Buffer shuffle whose randomness depends on (seed, rank, worker, restart count)."""
 
-    def __init__(self, bufsize: int, seed: int, rank: int, name: str = "shuffle") -> None:
+    def __init__(
+        self, bufsize: int, seed: int, rank: int, context: StreamContext, name: str = "shuffle"
+    ) -> None:
         self.bufsize = bufsize
         self.seed = seed
         self.rank = rank
+        self.context = context
         self.name = name
-        self.calls = 0
 
     def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
         if self.bufsize <= 1:
             return samples
-        worker, _ = _worker_info()
-        rng = random.Random(f"{self.name}-{self.seed}-{self.rank}-{worker}-{self.calls}")
-        self.calls += 1
+        worker, _ = self.context.worker()
+        rng = random.Random(f"{self.name}-{self.seed}-{self.rank}-{worker}-{self.context.pass_index}")
         return wds.shuffle(self.bufsize, initial=self.bufsize, rng=rng)(samples)
 
 
 class EveryNthSample:
     """Keep the samples of this (rank, worker) out of the full stream: exact, balanced to within one."""
 
-    def __init__(self, rank: int, world_size: int) -> None:
+    def __init__(self, rank: int, world_size: int, context: StreamContext | None = None) -> None:
         self.rank = rank
         self.world_size = world_size
+        self.context = context or StreamContext()
 
     def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
-        worker, num_workers = _worker_info()
+        worker, num_workers = self.context.worker()
         stride = self.world_size * num_workers
         mine = self.rank * num_workers + worker
         for index, sample in enumerate(samples):
@@ -168,12 +297,16 @@ class DecodeOrSkip:
         counter: SkipCounter,
         image_id_offset: int = 0,
         max_consecutive_skips: int = MAX_CONSECUTIVE_SKIPS,
+        context: StreamContext | None = None,
+        source: int = 0,
     ) -> None:
         self.decode = decode
         self.transform = transform
         self.counter = counter
         self.image_id_offset = image_id_offset
         self.max_consecutive_skips = max_consecutive_skips
+        self.context = context  # training streams: counts samples, skips what a resumed stream has done
+        self.source = source
 
     def _apply(self, raw: dict[str, Any]) -> dict[str, Any]:
         item = self.decode(raw)
@@ -188,6 +321,12 @@ class DecodeOrSkip:
     def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
         in_a_row = 0
         for raw in samples:
+            if self.context is not None:
+                index = self.context.raw_seen[self.source]
+                self.context.raw_seen[self.source] += 1
+                if index < self.context.raw_to_skip.get(self.source, 0):
+                    continue  # a resumed stream: read, but done before the checkpoint, so not decoded
+                self.context.seed_sample(self.source, index)
             where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
             try:
                 item = self._apply(raw)
@@ -216,12 +355,18 @@ class BatchWithSkips:
     """
 
     def __init__(
-        self, batch_size: int, collate: Callable[[list], dict], partial: bool, counter: SkipCounter
+        self,
+        batch_size: int,
+        collate: Callable[[list], dict],
+        partial: bool,
+        counter: SkipCounter,
+        context: StreamContext | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.collate = collate
         self.partial = partial
         self.counter = counter
+        self.context = context  # training streams: each batch carries the stream's position after it
 
     def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch["data_skipped"] = torch.tensor(self.counter.take(), dtype=torch.long)
@@ -230,13 +375,20 @@ class BatchWithSkips:
     def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
         current: list[dict] = []
         held: dict[str, Any] | None = None
+        items = 0  # decoded items taken from the stream in this pass
         for sample in samples:
+            items += 1
+            if self.context is not None and items <= self.context.items_to_skip:
+                continue  # a resumed stream with stages after decoding (VQA questions): replayed, dropped
             if held is not None:
                 yield self._finish(held)
                 held = None
             current.append(sample)
             if len(current) == self.batch_size:
                 held, current = self.collate(current), []
+                if self.context is not None:
+                    self.context.batches += 1
+                    held["data_position"] = self.context.position(items)
         if current and self.partial:
             if held is not None:
                 yield self._finish(held)
@@ -248,7 +400,14 @@ class BatchWithSkips:
 class MixedStreams(torch.utils.data.IterableDataset):
     """Interleave several infinite sample streams, drawing the source of each sample by weight."""
 
-    def __init__(self, streams: list[wds.DataPipeline], weights: list[float], seed: int, rank: int) -> None:
+    def __init__(
+        self,
+        streams: list[wds.DataPipeline],
+        weights: list[float],
+        seed: int,
+        rank: int,
+        context: StreamContext,
+    ) -> None:
         super().__init__()
         if len(streams) != len(weights) or not streams:
             raise ValueError("MixedStreams needs one weight per stream")
@@ -258,16 +417,18 @@ class MixedStreams(torch.utils.data.IterableDataset):
         self.weights = list(weights)
         self.seed = seed
         self.rank = rank
-        self.passes = 0
+        self.context = context
 
     def __iter__(self) -> Iterator[dict]:
-        worker, _ = _worker_info()
-        rng = random.Random(f"mix-{self.seed}-{self.rank}-{worker}-{self.passes}")
-        self.passes += 1
+        worker, _ = self.context.worker()
+        rng = random.Random(f"mix-{self.seed}-{self.rank}-{worker}-{self.context.pass_index}")
         iterators = [iter(stream) for stream in self.streams]
         indices = list(range(len(iterators)))
         while True:
             (choice,) = rng.choices(indices, weights=self.weights)
+            self.context.mix_draws += 1
+            if self.context.mix_draws <= self.context.mix_draws_to_skip:
+                continue  # a resumed stream: this draw's sample was used before the checkpoint
             yield next(iterators[choice])
 
 
