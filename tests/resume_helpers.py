@@ -1,4 +1,4 @@
-"""Callbacks that the resume tests add to vlp-train runs (``+callbacks.<name>._target_=...``)."""
+"""Callbacks that tests add to vlp-train runs (``+callbacks.<name>._target_=tests.resume_helpers...``)."""
 
 from __future__ import annotations
 
@@ -59,3 +59,17 @@ class KillDuringSave(pl.Callback):
             return 0
 
         LocalFileOpener.write = write_half_then_die
+
+
+class InjectNaN(pl.Callback):
+    """Turns the images of the batches of the given global steps into NaN (``every_step_from``: of every
+    step from then on)."""
+
+    def __init__(self, steps: list[int] | None = None, every_step_from: int | None = None) -> None:
+        self.steps = set(steps or [])
+        self.every_step_from = every_step_from
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step in self.steps or (self.every_step_from is not None and step >= self.every_step_from):
+            batch["pixel_values"].fill_(float("nan"))

@@ -170,3 +170,69 @@ class StepSeed(pl.Callback):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class NonFiniteGuard(pl.Callback):
+    """Skips every optimizer step whose loss or gradients are not finite (the gradients are dropped, so
+    the weights and the optimizer's moments keep their last good values) and counts it
+    (``train/nonfinite_steps``). After ``max_consecutive`` such steps in a row the run stops: it saves
+    the last good state as ``<run_dir>/checkpoints/nonfinite-stop.ckpt`` and raises with a message.
+
+    Under DDP the check reads the all-reduced gradients, the same on every rank, so all ranks skip or stop
+    together. With fp16 gradient scaling, overflowing gradients are the scaler's to handle (it skips the
+    step and lowers the scale): there only a non-finite loss counts.
+    """
+
+    def __init__(self, max_consecutive: int = 10, checkpoint_dir: str | None = None) -> None:
+        if max_consecutive < 1:
+            raise ValueError(f"callbacks.nonfinite_guard.max_consecutive must be >= 1, got {max_consecutive}")
+        self.max_consecutive = max_consecutive
+        self.checkpoint_dir = checkpoint_dir
+        self.skipped = 0
+        self.in_a_row = 0
+        self._loss_finite = True
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        self._loss_finite = bool(torch.isfinite(loss.detach()).all())
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        gradients = [
+            p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+        ]
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
+        finite = self._loss_finite
+        if finite and gradients and not scaled:
+            finite = bool(torch.stack(torch._foreach_norm(gradients)).isfinite().all())
+        if finite:
+            self.in_a_row = 0
+            return
+        for group in optimizer.param_groups:  # no gradient, no update (AdamW skips such parameters)
+            for parameter in group["params"]:
+                parameter.grad = None
+        self.skipped += 1
+        self.in_a_row += 1
+        if self.in_a_row >= self.max_consecutive:
+            directory = self.checkpoint_dir or f"{trainer.default_root_dir}/checkpoints"
+            path = f"{directory}/nonfinite-stop.ckpt"
+            trainer.save_checkpoint(path)
+            raise RuntimeError(
+                f"{self.in_a_row} optimizer steps in a row had a non-finite loss or gradient (step "
+                f"{trainer.global_step}; {self.skipped} skipped in all): stopped, the last good state is "
+                f"{path}. Lower system.optimizer.lr, check the data, or try trainer.precision=bf16-mixed"
+            )
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        pl_module.log("train/nonfinite_steps", float(self.skipped), on_step=True, on_epoch=False)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"skipped": self.skipped, "in_a_row": self.in_a_row}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.skipped = int(state_dict.get("skipped", 0))
+        self.in_a_row = int(state_dict.get("in_a_row", 0))
