@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vlp.build import build_callbacks, build_loggers, build_run
 from vlp.resume import newest_checkpoint
+from vlp.validate import ConfigError, validate
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def resume_from(cfg: DictConfig, run_dir: Path) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, validate the best (or last) weights, write ``config.yaml`` and ``metrics.json`` in the run dir."""
+    validate(cfg)  # before any data is read or model built: one line per problem, see vlp.validate
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run = build_run(cfg)
@@ -155,6 +157,9 @@ def main(cfg: DictConfig) -> float | None:
     environment = dict(os.environ)
     try:
         metrics = train(cfg)
+    except ConfigError as error:
+        print(f"vlp-train: config error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     finally:
         if multirun:  # the next job of the sweep starts its own DDP ranks, as the first one did
             end_ddp_launch(environment)

@@ -81,7 +81,8 @@ class ImageTextContrastive(Objective):
         self.momentum: MomentumEncoders | None = None  # made by bind(), which sees the model
         self.distill_alpha = distill_alpha
         self.distill_warmup_steps = distill_warmup_steps
-        self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))  # for the warm-up
+        if momentum is not None:  # training batches seen, for the distillation warm-up
+            self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
 
     def bind(self, model: VLPModel) -> None:
         """Called once by the system with the model it trains: builds the momentum copies."""
