@@ -109,3 +109,39 @@ def test_a_kill_while_writing_a_checkpoint_and_a_truncated_one_fall_back(synth_d
     assert f"passing over {previous} is truncated or corrupt" in log
     assert f"continuing from {checkpoints / f'step{kill_at - 2 * CHECKPOINT_EVERY:08d}.ckpt'}" in log
     assert_same_training(run_dir, uninterrupted, "killed while saving, then the newest checkpoint truncated")
+
+
+class WritesAFileWhenUnpickled:
+    """What a malicious checkpoint carries: unpickling it would run code (here: create a file)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_checkpoint_carrying_pickled_code_is_refused_not_run(synth_data, tmp_path):
+    marker = tmp_path / "code-ran"
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"state_dict": {}, "global_step": 3, "payload": WritesAFileWhenUnpickled(str(marker))}, bad)
+    command = [
+        VLP_TRAIN,
+        f"data_dir={synth_data.root}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"ckpt_path={bad}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"vlp-train: checkpoint error: {bad} holds pickled objects other than tensors and plain containers: "
+        "refused (weights_only)"
+    )
+    assert not marker.exists()
+    # resume=true passes over such a file in the run folder, naming it
+    from vlp.resume import newest_checkpoint
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    bad.rename(tmp_path / "run" / "checkpoints" / "bad.ckpt")
+    assert newest_checkpoint(tmp_path / "run" / "checkpoints") is None
+    assert not marker.exists()

@@ -36,7 +36,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     score = trainer.validate if cfg.eval_split == "val" else trainer.test
-    results = score(run.system, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)[0]
+    results = score(run.system, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)[0]
     metrics = {key: float(value) for key, value in results.items()}
     if trainer.is_global_zero:
         write_metrics(run_dir / f"metrics_{cfg.eval_split}.json", metrics)

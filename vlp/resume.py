@@ -17,19 +17,23 @@ import torch
 log = logging.getLogger(__name__)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot or must not be loaded, with the file in the message."""
+
+
 def checkpoint_step(path: Path) -> int:
-    """The global step of a complete checkpoint made of plain data; ValueError naming the file otherwise
+    """The global step of a complete checkpoint made of plain data; CheckpointError naming the file otherwise
     (it is read with ``weights_only=True``: nothing in it is executed; ``mmap``: tensors stay on disk)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} holds pickled objects other than tensors and plain containers: refused (weights_only)"
         ) from error
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path} is truncated or corrupt and cannot be read ({error})") from error
+        raise CheckpointError(f"{path} is truncated or corrupt and cannot be read ({error})") from error
     if not isinstance(payload, dict) or "state_dict" not in payload or "global_step" not in payload:
-        raise ValueError(f"{path} is not a Lightning training checkpoint (no state_dict / global_step)")
+        raise CheckpointError(f"{path} is not a Lightning training checkpoint (no state_dict / global_step)")
     return int(payload["global_step"])
 
 
@@ -42,6 +46,6 @@ def newest_checkpoint(checkpoint_dir: Path) -> Path | None:
     for candidate in checkpoint_dir.glob("*.ckpt"):
         try:
             readable.append((checkpoint_step(candidate), candidate.stat().st_mtime, candidate))
-        except ValueError as error:
+        except CheckpointError as error:
             log.warning("resume: passing over %s", error)
     return max(readable)[2] if readable else None

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vlp.build import build_callbacks, build_loggers, build_run
-from vlp.resume import newest_checkpoint
+from vlp.resume import CheckpointError, checkpoint_step, newest_checkpoint
 from vlp.validate import ConfigError, validate
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ def resume_from(cfg: DictConfig, run_dir: Path) -> str | None:
     """``ckpt_path`` as given, or with ``resume=true`` the newest loadable checkpoint of the run folder
     (none yet: the run starts afresh, so that one command both starts and resumes a run)."""
     if not cfg.get("resume"):
+        if cfg.ckpt_path:
+            checkpoint_step(Path(cfg.ckpt_path))  # refuses pickled code and truncated files, naming them
         return cfg.ckpt_path
     if cfg.ckpt_path:
         raise ValueError("resume=true picks the checkpoint itself: leave ckpt_path unset")
@@ -78,7 +80,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    trainer.fit(run.system, datamodule=run.datamodule, ckpt_path=resume_from(cfg, run_dir))
+    trainer.fit(run.system, datamodule=run.datamodule, ckpt_path=resume_from(cfg, run_dir), weights_only=True)
 
     checkpoint = next(
         (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None), None
@@ -92,7 +94,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         results = dict(trainer.callback_metrics)
         log.info("the best checkpoint %s is the last one validated: its metrics are final", best)
     else:
-        passes = trainer.validate(run.system, datamodule=run.datamodule, ckpt_path=best or None)
+        passes = trainer.validate(
+            run.system, datamodule=run.datamodule, ckpt_path=best or None, weights_only=True
+        )
         results = passes[0] if passes else {}  # limit_val_batches=0: no validation at all
         if best:
             log.info("validated the best checkpoint %s", best)
@@ -157,8 +161,11 @@ def main(cfg: DictConfig) -> float | None:
     environment = dict(os.environ)
     try:
         metrics = train(cfg)
-    except ConfigError as error:
-        print(f"vlp-train: config error: {error}", file=sys.stderr)
+    except (ConfigError, CheckpointError) as error:
+        print(
+            f"vlp-train: {'config' if isinstance(error, ConfigError) else 'checkpoint'} error: {error}",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
     finally:
         if multirun:  # the next job of the sweep starts its own DDP ranks, as the first one did
