@@ -103,3 +103,16 @@ def test_vlp_train_prints_the_line_and_exits_2_within_seconds(synth_data, tmp_pa
     assert lines[-1].startswith("vlp-train: config error: objectives.itm needs a fusion encoder")
     assert not (tmp_path / "checkpoints").exists()
     assert time.monotonic() - started < 60
+
+
+def test_a_mistyped_key_or_option_gets_the_closest_name():
+    from vlp.train import CONFIG_DIR
+    from vlp.validate import override_problem
+
+    assert override_problem(["trainer.max_epoch=1"], CONFIG_DIR) == (
+        "trainer.max_epoch=1: no such key (did you mean trainer.max_epochs?; a new key needs a leading +)"
+    )
+    assert override_problem(["model=albef_tiniest"], CONFIG_DIR).startswith(
+        "model=albef_tiniest: no such option in conf/model/; options: albef, albef_tiny,"
+    )
+    assert override_problem(["trainer.max_epochs=1", "+extra=1"], CONFIG_DIR) is None

@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vlp.build import build_callbacks, build_loggers, build_run
 from vlp.resume import CheckpointError, checkpoint_step, newest_checkpoint
-from vlp.validate import ConfigError, validate
+from vlp.validate import ConfigError, override_problem, validate
 
 log = logging.getLogger(__name__)
 
@@ -177,5 +177,17 @@ def main(cfg: DictConfig) -> float | None:
     return value if math.isfinite(value) else None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The vlp-train command: plain overrides are composed once first, so that a mistyped key or option
+    is one line with the closest name rather than Hydra's report; then Hydra runs :func:`main`."""
+    overrides = sys.argv[1:]
+    if overrides and not any(arg.startswith("-") for arg in overrides):  # not -m, --cfg, --help ...
+        problem = override_problem(overrides, CONFIG_DIR)
+        if problem is not None:
+            print(f"vlp-train: config error: {problem}", file=sys.stderr)
+            raise SystemExit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -243,3 +243,44 @@ def validate(cfg: DictConfig) -> None:
     for check in CHECKS:
         for problem in check(cfg):
             raise ConfigError(problem)
+
+
+def override_problem(overrides: list[str], config_dir: str) -> str | None:
+    """Compose ``overrides`` as vlp-train will, and turn what Hydra refuses (a key that does not exist,
+    an option a group does not have) into one line with the closest names; None when it composes."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
+    except MissingConfigException as error:
+        text = str(error)
+        match = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        if match is None:
+            return text.splitlines()[0]
+        group, option = match.groups()
+        options = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)
+        return f"{group}={option}: no such option in conf/{group}/; options: {', '.join(options)}"
+    except ConfigCompositionException as error:
+        full_key = getattr(error.__cause__, "full_key", None)
+        if not full_key:
+            return str(error).splitlines()[0]
+        value = next(
+            (o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == full_key), ""
+        )
+        parent, _, leaf = str(full_key).rpartition(".")
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            base = compose(config_name="train")
+        siblings = list(_select(base, parent).keys()) if parent else list(base.keys())
+        close = difflib.get_close_matches(leaf, [str(k) for k in siblings], n=1)
+        hint = (
+            f"did you mean {parent + '.' if parent else ''}{close[0]}?"
+            if close
+            else "see vlp-train --cfg job"
+        )
+        return f"{full_key}={value}: no such key ({hint}; a new key needs a leading +)"
+    del cfg
+    return None
