@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -159,3 +160,21 @@ def fit_with_lightning(
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(system, train_dataloaders=loader)
     return clock
+
+
+def training_benchmark_args(
+    description: str, batch_size: int, quick_batch_size: int, argv: list[str] | None
+) -> argparse.Namespace:
+    """The command line the training-throughput benchmarks share; ``--quick`` is the tests' setting."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a few tiny steps (the tests' setting)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("overrides", nargs="*", help="vlp-train overrides (model, objectives, trainer)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup_steps, args.batch_size, args.repeats = 6, 2, quick_batch_size, 1
+    return args

@@ -15,7 +15,6 @@ end of its last step. Writes ``benchmarks/results/framework_overhead.{md,json}``
 
 from __future__ import annotations
 
-import argparse
 import copy
 import tempfile
 from pathlib import Path
@@ -32,6 +31,7 @@ from benchmarks.common import (
     machine,
     median,
     random_caption_batches,
+    training_benchmark_args,
     write_results,
 )
 from vlp.system import VLPSystem
@@ -65,17 +65,7 @@ def plain_pytorch_loop(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--warmup-steps", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="a few tiny steps (the test's setting)")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("overrides", nargs="*", help="vlp-train overrides (model, objectives, trainer)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.warmup_steps, args.batch_size, args.repeats = 6, 2, 4, 1
+    args = training_benchmark_args(__doc__.splitlines()[0], 32, 4, argv)
     cfg = compose_config(["system.scheduler.warmup_steps=10", *args.overrides])
     pl.seed_everything(0, workers=True)
     reference = build_system(cfg, VOCAB_SIZE)

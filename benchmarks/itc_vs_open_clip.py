@@ -15,7 +15,6 @@ last step. Writes ``benchmarks/results/itc_vs_open_clip.{md,json}``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import tempfile
@@ -33,6 +32,7 @@ from benchmarks.common import (
     machine,
     median,
     random_caption_batches,
+    training_benchmark_args,
     write_results,
 )
 
@@ -110,17 +110,7 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--warmup-steps", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="a few tiny steps (the test's setting)")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("overrides", nargs="*", help="vlp-train overrides of the clip model")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.warmup_steps, args.batch_size, args.repeats = 6, 2, 8, 1
+    args = training_benchmark_args(__doc__.splitlines()[0], 128, 8, argv)
     logging.getLogger().setLevel(logging.WARNING)  # open_clip's per-step log lines
     cfg = vlp_clip_config(args.overrides)
     pl.seed_everything(0, workers=True)
