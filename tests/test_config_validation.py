@@ -116,3 +116,14 @@ def test_a_mistyped_key_or_option_gets_the_closest_name():
         "model=albef_tiniest: no such option in conf/model/; options: albef, albef_tiny,"
     )
     assert override_problem(["trainer.max_epochs=1", "+extra=1"], CONFIG_DIR) is None
+
+
+def test_the_wandb_run_id_belongs_to_the_run_folder():
+    from omegaconf import OmegaConf
+
+    ids = [
+        OmegaConf.to_container(compose_train_config([f"run_dir={d}", "logger=wandb"]).logger, resolve=True)
+        for d in ("/runs/a", "/runs/a", "/runs/b")
+    ]
+    assert ids[0]["wandb"]["id"] == ids[1]["wandb"]["id"] != ids[2]["wandb"]["id"]
+    assert ids[0]["wandb"]["resume"] == "allow"

@@ -6,6 +6,7 @@ Returns the monitored metric, so that Hydra multirun sweepers can optimise it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -44,6 +45,15 @@ def run_stamp() -> str:
 
 
 OmegaConf.register_new_resolver("vlp_run_stamp", run_stamp, replace=True, use_cache=True)
+
+
+def run_id(run_dir: str) -> str:
+    """A logger run id that belongs to the run folder: a run resumed in the same folder (resume=true)
+    continues the same wandb run instead of starting another."""
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+
+OmegaConf.register_new_resolver("vlp_run_id", run_id, replace=True)
 
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:
