@@ -190,12 +190,14 @@ class NonFiniteGuard(pl.Callback):
         self.checkpoint_dir = checkpoint_dir
         self.skipped = 0
         self.in_a_row = 0
-        self._loss_finite = True
+        self._loss_ok: torch.Tensor | None = None  # all micro-batch losses since the last step finite
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
-        self._loss_finite = bool(torch.isfinite(loss.detach()).all())
+        # kept on the device and read with the gradients: one sync a step, after backward
+        finite = torch.isfinite(loss.detach()).all()
+        self._loss_ok = finite if self._loss_ok is None else self._loss_ok & finite
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -204,9 +206,11 @@ class NonFiniteGuard(pl.Callback):
             p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
         ]
         scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
-        finite = self._loss_finite
-        if finite and gradients and not scaled:
-            finite = bool(torch.stack(torch._foreach_norm(gradients)).isfinite().all())
+        checks = [] if self._loss_ok is None else [self._loss_ok]
+        self._loss_ok = None
+        if gradients and not scaled:
+            checks.append(torch.stack(torch._foreach_norm(gradients)).isfinite().all())
+        finite = not checks or bool(torch.stack([check.to(checks[0].device) for check in checks]).all())
         if finite:
             self.in_a_row = 0
             return
