@@ -178,3 +178,15 @@ def training_benchmark_args(
     if args.quick:
         args.steps, args.warmup_steps, args.batch_size, args.repeats = 6, 2, quick_batch_size, 1
     return args
+
+
+def lightning_samples_per_second(
+    system: VLPSystem, cfg: DictConfig, batches: list[dict[str, torch.Tensor]], warmup_steps: int
+) -> float:
+    """One timed :func:`fit_with_lightning` of a fresh copy of ``system`` (logs in a temporary folder)."""
+    import copy
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as log_dir:
+        clock = fit_with_lightning(copy.deepcopy(system), cfg, batches, Path(log_dir))
+    return clock.samples_per_second(batches[0]["input_ids"].shape[0], warmup_steps)

@@ -16,8 +16,6 @@ end of its last step. Writes ``benchmarks/results/framework_overhead.{md,json}``
 from __future__ import annotations
 
 import copy
-import tempfile
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -26,8 +24,8 @@ from benchmarks.common import (
     StepClock,
     build_system,
     compose_config,
-    fit_with_lightning,
     interleaved_rates,
+    lightning_samples_per_second,
     machine,
     median,
     random_caption_batches,
@@ -74,10 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     clip_norm = float(cfg.trainer.gradient_clip_val)
 
     def run_vlp() -> float:
-        system = copy.deepcopy(reference)
-        with tempfile.TemporaryDirectory() as log_dir:
-            clock = fit_with_lightning(system, cfg, batches, Path(log_dir))
-        return clock.samples_per_second(args.batch_size, args.warmup_steps)
+        return lightning_samples_per_second(reference, cfg, batches, args.warmup_steps)
 
     def run_plain() -> float:
         clock = plain_pytorch_loop(copy.deepcopy(reference), batches, clip_norm)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import tempfile
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -27,8 +25,8 @@ from benchmarks.common import (
     StepClock,
     build_system,
     compose_config,
-    fit_with_lightning,
     interleaved_rates,
+    lightning_samples_per_second,
     machine,
     median,
     random_caption_batches,
@@ -122,9 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         batch["attention_mask"].fill_(1)
 
     def run_vlp() -> float:
-        with tempfile.TemporaryDirectory() as log_dir:
-            clock = fit_with_lightning(copy.deepcopy(vlp_reference), cfg, batches, Path(log_dir))
-        return clock.samples_per_second(args.batch_size, args.warmup_steps)
+        return lightning_samples_per_second(vlp_reference, cfg, batches, args.warmup_steps)
 
     def run_reference() -> float:
         clock = run_open_clip(copy.deepcopy(open_clip_reference), cfg, batches)
