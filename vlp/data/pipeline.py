@@ -23,6 +23,7 @@ worker), where vlp.callbacks.DataSkipMonitor logs it and enforces the skip-rate 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import random
@@ -168,11 +169,8 @@ class ResumableEpochs(torch.utils.data.IterableDataset):
             identity = (worker + self.resume["rotation"]) % workers
             position = self.resume["positions"].get(identity)
         self.context.begin(pass_index, identity, workers, position)
-        remaining = self.batches_per_worker - self.context.batches
-        for made, batch in enumerate(self.pipeline):
-            if made >= remaining:
-                break
-            yield batch
+        # islice stops without asking the pipeline for one more batch (which would be decoded for nothing)
+        yield from itertools.islice(self.pipeline, max(0, self.batches_per_worker - self.context.batches))
 
 
 class EpochLoader(torch.utils.data.DataLoader):
