@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +51,10 @@ class MultiHeadAttention(nn.Module):
         self.value = nn.Linear(key_width, width)
         self.out = nn.Linear(width, width)
         self.dropout = dropout
+        # Set by vlp.explain: compute the attention weights explicitly (SDPA never forms them) and keep
+        # them in ``recorded``, for Grad-CAM. Off on every training path.
+        self.record_weights = False
+        self.recorded: list[Tensor] = []
 
     def _heads(self, x: Tensor) -> Tensor:
         batch, length, width = x.shape
@@ -83,8 +88,21 @@ class MultiHeadAttention(nn.Module):
             causal = torch.ones(query_length, key_length, dtype=torch.bool, device=q.device)
             causal = causal.tril(diagonal=key_length - query_length)
             mask, is_causal = causal if mask is None else mask & causal, False
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )
+        if self.record_weights and not is_causal:
+            attended = self._recorded_attention(q, k, v, mask)
+        else:
+            attended = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+            )
         batch, _, length, _ = attended.shape
         return self.out(attended.transpose(1, 2).reshape(batch, length, -1))
+
+    def _recorded_attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Attention as SDPA computes it (no dropout: explanation runs in eval mode), with the weights
+        ``[B, H, Lq, Lk]`` kept in ``recorded``."""
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        self.recorded.append(weights)
+        return weights @ v

@@ -1,0 +1,122 @@
+"""Grad-CAM over the fusion's cross-attention (vlp.explain) and training curves (vlp-plot)."""
+
+import csv
+
+import pytest
+import torch
+from PIL import Image
+
+from vlp.explain import (
+    ExplainError,
+    grad_cam,
+    heatmap_image,
+    patch_grid,
+    peak_cell,
+    text_to_image_attentions,
+)
+from vlp.model.fusion import CrossAttentionFusion
+from vlp.plot import main as vlp_plot
+
+
+def _fusion_and_inputs():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(text_width=16, image_width=24, num_layers=2, num_heads=2).eval()
+    head = torch.nn.Linear(16, 1)
+    text = torch.randn(2, 5, 16)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    image = torch.randn(2, 10, 24)  # one class token + a 3x3 grid
+    return fusion, head, text, mask, image
+
+
+def test_recording_the_attention_weights_does_not_change_what_the_fusion_computes():
+    fusion, head, text, mask, image = _fusion_and_inputs()
+    plain = fusion(text, mask, image).tokens
+    attentions = text_to_image_attentions(fusion)
+    for attention in attentions:
+        attention.record_weights = True
+    recorded = fusion(text, mask, image).tokens
+    torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=1e-5)
+    weights = attentions[0].recorded[0]
+    assert weights.shape == (2, 2, 5, 10)  # [B, heads, text, image tokens]
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 5))
+
+
+def test_grad_cam_scores_every_image_token_from_the_real_text_tokens_only():
+    fusion, head, text, mask, image = _fusion_and_inputs()
+    attentions = text_to_image_attentions(fusion)
+
+    def score(tokens):
+        return head(fusion(text, mask, tokens).pooled).squeeze(-1)
+
+    scores, relevance = grad_cam(score, image, mask, attentions)
+    torch.testing.assert_close(scores, score(image).detach())
+    assert relevance.shape == (2, 10) and (relevance >= 0).all() and relevance.sum() > 0
+    assert all(attention.recorded == [] and not attention.record_weights for attention in attentions)
+    # padding in the first row's text changes neither its score nor its map
+    padded = text.clone()
+    padded[0, 3:] = 50.0
+
+    def padded_score(tokens):
+        return head(fusion(padded, mask, tokens).pooled).squeeze(-1)
+
+    _, relevance_padded = grad_cam(padded_score, image, mask, attentions)
+    torch.testing.assert_close(relevance_padded[0], relevance[0], atol=1e-6, rtol=1e-4)
+    # one layer at a time differs from their mean
+    _, first_layer = grad_cam(score, image, mask, attentions, layers=[0])
+    assert not torch.allclose(first_layer, relevance)
+
+
+def test_grad_cam_reaches_the_attention_of_a_frozen_model():
+    fusion, head, text, mask, image = _fusion_and_inputs()
+    fusion.requires_grad_(False)
+    head.requires_grad_(False)
+    _, relevance = grad_cam(lambda t: head(fusion(text, mask, t).pooled).squeeze(-1), image, mask,
+                            text_to_image_attentions(fusion))  # fmt: skip
+    assert relevance.sum() > 0
+    assert all(p.grad is None for p in fusion.parameters())
+
+
+def test_patch_grid_drops_class_tokens_and_the_peak_maps_to_the_scene_cell():
+    relevance = torch.zeros(1, 65)  # class token + 8x8 patches (64 px, patch 8)
+    relevance[0, 0] = 100.0  # the class token is not a place in the image
+    relevance[0, 1 + 7 * 8 + 6] = 1.0  # patch row 7, column 6
+    grid = patch_grid(relevance)
+    assert grid.shape == (1, 8, 8) and grid[0, 7, 6] == 1.0
+    assert peak_cell(grid[0], cells=3) == (2, 2)  # bottom right of a 3x3 scene
+    grid[0, 7, 6], grid[0, 3, 4] = 0.0, 1.0  # patch centre (3.5, 4.5) of 8 -> cell (1, 1)
+    assert peak_cell(grid[0], cells=3) == (1, 1)
+    with pytest.raises(ExplainError, match="not a square grid"):
+        patch_grid(torch.zeros(1, 12), prefix_tokens=1)
+
+
+def test_heatmap_is_hot_where_the_grid_peaks():
+    image = Image.new("RGB", (64, 48), (128, 128, 128))
+    grid = torch.zeros(4, 4)
+    grid[0, 3] = 1.0  # top right
+    picture = heatmap_image(image, grid, alpha=0.6)
+    assert picture.size == (64, 48)
+    hot, cold = picture.getpixel((60, 3)), picture.getpixel((3, 45))
+    assert hot[0] > hot[2] and cold[2] > cold[0]  # red at the peak, blue far from it
+
+
+def test_models_without_cross_attention_are_refused(tiny_model):
+    text_to_image_attentions(tiny_model.fusion)  # ALBEF-style: fine
+    with pytest.raises(ExplainError, match="no fusion"):
+        text_to_image_attentions(None)
+
+
+def test_vlp_plot_draws_the_losses_and_the_monitor_of_a_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "csv").mkdir(parents=True)
+    (run / "config.yaml").write_text("monitor: val/acc\n")
+    with (run / "csv" / "metrics.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch", "step", "train/loss_step", "val/loss", "val/acc"])
+        for step in range(1, 21):
+            writer.writerow([0, step, 5.0 / step, "", ""])
+        writer.writerow([0, 20, "", 1.5, 0.6])
+    assert vlp_plot([str(run)]) == 0
+    with Image.open(run / "curves.png") as png:
+        assert png.size[0] > 400
+    assert vlp_plot([str(run), "--metrics", "train/nothing*"]) == 2
+    assert vlp_plot([str(tmp_path / "empty")]) == 2

@@ -1,0 +1,115 @@
+"""What a decision rests on: Grad-CAM over the fusion's text-to-image cross-attention (ALBEF's way of
+showing where an ITM or VQA decision looks), as a grid over the image patches and as a heatmap PNG.
+
+For each cross-attention layer, the attention weights ``A [B, heads, text, patches]`` are recorded in the
+forward pass (``MultiHeadAttention.record_weights``) and differentiated against the score being explained
+(the ITM match logit, or the logit of the VQA answer given). The map is ``A * max(dA, 0)``, averaged over
+heads, over the real text tokens and over the layers: the attention that raised the score. Class tokens
+of the vision tower are dropped and the rest folded back into the patch grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from vlp.model.attention import MultiHeadAttention
+from vlp.model.coattention import CoAttentionFusion
+from vlp.model.fusion import CrossAttentionFusion
+
+
+class ExplainError(ValueError):
+    """The model cannot be explained this way (no text-to-image cross-attention)."""
+
+
+def text_to_image_attentions(fusion: nn.Module | None) -> list[MultiHeadAttention]:
+    """The attention modules in which text tokens read the image, first layer first."""
+    if isinstance(fusion, CrossAttentionFusion):  # ALBEF / BLIP
+        return [layer.cross_attention for layer in fusion.layers]
+    if isinstance(fusion, CoAttentionFusion):  # METER: the text stream's cross-attention
+        return [layer.cross_attention for layer in fusion.text_layers]
+    kind = "no fusion (a dual encoder)" if fusion is None else type(fusion).__name__
+    raise ExplainError(
+        "explanations read the text-to-image cross-attention of ALBEF- or METER-style fusion; "
+        f"this model has {kind}"
+    )
+
+
+@contextmanager
+def recording(attentions: list[MultiHeadAttention]) -> Iterator[None]:
+    for attention in attentions:
+        attention.record_weights, attention.recorded = True, []
+    try:
+        yield
+    finally:
+        for attention in attentions:
+            attention.record_weights, attention.recorded = False, []
+
+
+def grad_cam(
+    score: Callable[[Tensor], Tensor],
+    image_tokens: Tensor,
+    text_mask: Tensor,
+    attentions: list[MultiHeadAttention],
+    layers: list[int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``score(image_tokens) -> [B]`` runs the fusion and the head on ``image_tokens [B, N, D]``.
+
+    Returns the scores ``[B]`` and the relevance of each image token ``[B, N]`` (non-negative). The image
+    tokens are cut from the graph of the towers so that the gradient reaches the attention weights even
+    when the model's parameters are frozen, and nothing accumulates in ``.grad``."""
+    tokens = image_tokens.detach().requires_grad_(True)
+    with torch.enable_grad(), recording(attentions):
+        scores = score(tokens)
+        chosen = [attentions[i] for i in (layers if layers is not None else range(len(attentions)))]
+        weights = []
+        for attention in chosen:
+            if len(attention.recorded) != 1:
+                runs = len(attention.recorded)
+                raise ExplainError(f"expected one fusion pass, the cross-attention ran {runs} times")
+            weights.append(attention.recorded[0])
+        grads = torch.autograd.grad(scores.sum(), weights)
+    real = text_mask.to(weights[0].dtype)[:, :, None]  # [B, L, 1]
+    maps = []
+    for weight, grad in zip(weights, grads, strict=True):
+        cam = (weight * grad.clamp(min=0)).mean(dim=1)  # [B, L, N]: heads averaged
+        maps.append((cam * real).sum(dim=1) / real.sum(dim=1))  # real text tokens averaged
+    return scores.detach(), torch.stack(maps).mean(dim=0).detach()
+
+
+def patch_grid(relevance: Tensor, prefix_tokens: int | None = None) -> Tensor:
+    """``[B, N]`` token relevance -> ``[B, g, g]`` over the patch grid, class (prefix) tokens dropped.
+    ``prefix_tokens`` None: what is left over a square number of tokens (one class token for a ViT)."""
+    tokens = relevance.shape[1]
+    if prefix_tokens is None:
+        prefix_tokens = tokens - math.isqrt(tokens) ** 2
+    side = math.isqrt(tokens - prefix_tokens)
+    if side * side != tokens - prefix_tokens:
+        raise ExplainError(f"{tokens} image tokens less {prefix_tokens} class tokens are not a square grid")
+    return relevance[:, prefix_tokens:].reshape(-1, side, side)
+
+
+def peak_cell(grid: Tensor, cells: int) -> tuple[int, int]:
+    """(row, col) of a ``cells x cells`` partition of the image that holds the centre of the grid's
+    strongest patch: where the heatmap peaks, in the synthetic scenes' 3x3 layout."""
+    side = grid.shape[-1]
+    row, col = divmod(int(grid.flatten().argmax()), side)
+    return int((row + 0.5) * cells / side), int((col + 0.5) * cells / side)
+
+
+def heatmap_image(image: Image.Image, grid: Tensor, alpha: float = 0.5) -> Image.Image:
+    """The image with the grid laid over it as a colour map (blue low, red high), same size as the image."""
+    from matplotlib import colormaps  # imported here: only explanations draw
+
+    values = grid.float()
+    values = (values - values.min()) / (values.max() - values.min()).clamp(min=1e-12)
+    small = Image.fromarray((values.cpu().numpy() * 255).astype(np.uint8))
+    smooth = np.asarray(small.resize(image.size, Image.BILINEAR), dtype=np.float32) / 255.0
+    colours = (colormaps["jet"](smooth)[..., :3] * 255).astype(np.uint8)
+    return Image.blend(image.convert("RGB"), Image.fromarray(colours), alpha)
