@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +34,18 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"model.init_from={path}: no such file")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as error:
+            raise ValueError(f"{path} is not a readable safetensors file ({error})") from error
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if not zipfile.is_zipfile(path):  # torch.save writes zip archives; this is no checkpoint at all
+            raise ValueError(f"{path} is not a readable checkpoint (not a torch.save archive)") from error
         raise ValueError(
             f"{path} holds pickled objects other than tensors and plain containers, which vlp does not "
             "execute (weights_only=True); convert it to a state dict or safetensors first"
