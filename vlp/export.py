@@ -153,7 +153,7 @@ def export(checkpoint: str | Path, out: str | Path, config_path: str | Path | No
     try:
         state = read_state_dict(checkpoint)  # torch.load(weights_only=True), or safetensors
     except ValueError as error:
-        raise ExportError(str(error)) from None
+        raise ExportError(str(error).splitlines()[0]) from None
 
     datamodule = instantiate(run_config.data)
     try:
