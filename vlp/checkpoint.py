@@ -44,8 +44,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if not zipfile.is_zipfile(path):  # torch.save writes zip archives; this is no checkpoint at all
-            raise ValueError(f"{path} is not a readable checkpoint (not a torch.save archive)") from error
+        if not _is_torch_or_pickle_file(path):
+            raise ValueError(
+                f"{path} is not a readable checkpoint (neither a torch.save file nor a pickle)"
+            ) from error
         raise ValueError(
             f"{path} holds pickled objects other than tensors and plain containers, which vlp does not "
             "execute (weights_only=True); convert it to a state dict or safetensors first"
@@ -56,6 +58,16 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} has no state dict of tensors")
     return state
+
+
+def _is_torch_or_pickle_file(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a pickle stream (legacy torch.save, ``pickle.dump``: they open
+    with the PROTO opcode); anything else that the unpickler refuses is not a checkpoint at all, rather
+    than one that carries objects vlp will not run."""
+    if zipfile.is_zipfile(path):
+        return True
+    with path.open("rb") as handle:
+        return handle.read(1) == pickle.PROTO
 
 
 @dataclass
