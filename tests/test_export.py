@@ -75,6 +75,9 @@ INFERENCE_HEADS = {
     "finetune_vqa": {"vqa"},
     "finetune_nlvr2": {"nlvr2"},
     "finetune_captioning": {"captioning"},
+    "pretrain_vilt": {"itm"},  # the other families: a single stream (ViLT), co-attention (METER) ...
+    "pretrain_meter": {"itm"},
+    "pretrain_clip": set(),  # ... and a dual encoder, whose embeddings need no head
 }
 TASK_DATA = {"finetune_vqa": "synth_vqa", "finetune_nlvr2": "synth_nlvr2"}
 
@@ -106,6 +109,21 @@ def test_an_export_holds_exactly_the_model_and_inference_heads_of_the_checkpoint
     assert (out / "answers.json").is_file() == (experiment == "finetune_vqa")
     if experiment == "finetune_vqa":
         assert loaded.answers == run.datamodule.answers
+    # what the family and heads can serve works, the rest is refused by name
+    from vlp.inference import MissingHead
+    from vlp.types import CONTRASTIVE
+
+    images, texts = open_images(sorted(caption_image_files(synth_data).values())[:2]), ["a red circle"] * 2
+    if "itm" in heads:
+        assert ((loaded.match(images, texts) > 0) & (loaded.match(images, texts) < 1)).all()
+    else:
+        with pytest.raises(MissingHead, match="match needs the ImageTextMatching head"):
+            loaded.match(images, texts)
+    if CONTRASTIVE in loaded.model.dims.capabilities:
+        assert loaded.embed_images(images).shape == loaded.embed_texts(texts).shape
+    else:
+        with pytest.raises(MissingHead, match="needs contrastive embeddings"):
+            loaded.retrieve(texts[0], images)
     # nothing points back at the data folder: the folder is all that vlp.load reads
     texts = [path.read_text() for path in out.rglob("*") if path.is_file() and path.suffix != ".safetensors"]
     assert not any(str(synth_data.root) in text for text in texts)
@@ -180,10 +198,10 @@ def test_methods_without_their_head_say_what_to_export(pretraining, synth_data):
     _, _, model = pretraining
     image = open_images(sorted(caption_image_files(synth_data).values())[:1])[0]
     with pytest.raises(
-        MissingHead, match=r"answer needs a VQAClassification head.*heads: itm.*objectives=\[vqa\]"
+        MissingHead, match=r"answer needs the VQAClassification head.*heads: itm.*objectives=\[vqa\]"
     ):
         model.answer(image, "what colour is the circle?")
-    with pytest.raises(MissingHead, match=r"caption needs a Captioning head.*objectives=\[captioning\]"):
+    with pytest.raises(MissingHead, match=r"caption needs the Captioning head.*objectives=\[captioning\]"):
         model.caption(image)
     with pytest.raises(ValueError, match="2 images but 1 texts"):
         model.match([image, image], ["a circle"])

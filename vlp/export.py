@@ -89,12 +89,11 @@ def find_run_config(checkpoint: Path) -> Path | None:
 
 def inference_objectives(objectives: DictConfig) -> DictConfig:
     """The run's objective configs whose classes are inference heads (by the class the config builds)."""
-    factories = instantiate(objectives)
+    factories = instantiate(objectives)  # partially configured classes: cheap, nothing is built yet
     keep = [
         name
         for name, factory in factories.items()
-        if isinstance(getattr(factory, "func", factory), type)
-        and issubclass(getattr(factory, "func", factory), INFERENCE_HEADS)
+        if issubclass(getattr(factory, "func", type(factory)), INFERENCE_HEADS)
     ]
     return OmegaConf.create({name: OmegaConf.to_container(objectives[name]) for name in keep})
 

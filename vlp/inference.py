@@ -113,7 +113,7 @@ class ExportedModel:
                 return objective
         heads = ", ".join(self.modules.objectives) or "none"
         raise MissingHead(
-            f"{method} needs a {kind.__name__} head, which this export does not have (its heads: {heads}): "
+            f"{method} needs the {kind.__name__} head, which this export does not have (its heads: {heads}): "
             f"export a checkpoint trained with {hint}"
         )
 
