@@ -74,6 +74,15 @@ def test_pickled_objects_are_refused(tmp_path):
         read_state_dict(path)
 
 
+def test_a_file_that_is_no_checkpoint_is_not_reported_as_pickled_code(tmp_path):
+    (tmp_path / "notes.ckpt").write_bytes(b"not a checkpoint at all")
+    (tmp_path / "notes.safetensors").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+        read_state_dict(tmp_path / "notes.ckpt")
+    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+        read_state_dict(tmp_path / "notes.safetensors")
+
+
 def test_safetensors_and_missing_files(synth_data, tmp_path):
     from safetensors.torch import save_file
 

@@ -56,7 +56,7 @@ DATA_PROVIDERS: dict[str, Any] = {
 }
 
 
-def from_data(factory: Any, datamodule: pl.LightningDataModule) -> dict[str, Any]:
+def from_data(factory: Any, datamodule: Any) -> dict[str, Any]:
     """What an objective or evaluator takes from the data, when its signature asks for it: the VQA answer
     vocabulary (``answers``) or its size (``num_answers``), the ``tokenizer``, and the special token ids
     a caption decoder needs (``bos_token_id``, ``eos_token_id``, ``pad_token_id``)."""
@@ -90,16 +90,19 @@ def check_capabilities(kind: str, parts: dict[str, Any], dims: ModelDims) -> Non
             )
 
 
+def build_objectives(factories: dict[str, Any], dims: ModelDims, data: Any) -> dict[str, Any]:
+    """Objectives from their partially configured classes (``instantiate(cfg.objectives)``), given the
+    model's sizes and what they take from the data (see :func:`from_data`; ``data`` is a datamodule, or
+    anything with the attributes asked for, e.g. an exported model's tokenizer and answers)."""
+    check_capabilities("objectives", factories, dims)
+    return {name: factory(dims=dims, **from_data(factory, data)) for name, factory in factories.items()}
+
+
 def build_run(cfg: DictConfig) -> Run:
     datamodule = instantiate(cfg.data)
     model = build_model(cfg, vocab_size=len(datamodule.tokenizer))
     datamodule.set_image_config(model.vision.image_size, model.vision.mean, model.vision.std)
-    factories = instantiate(cfg.objectives)
-    check_capabilities("objectives", factories, model.dims)
-    objectives = {
-        name: factory(dims=model.dims, **from_data(factory, datamodule))
-        for name, factory in factories.items()
-    }
+    objectives = build_objectives(instantiate(cfg.objectives), model.dims, datamodule)
     evaluator_factories = instantiate(cfg.get("evaluators") or {})
     check_capabilities("evaluators", evaluator_factories, model.dims)
     evaluators = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +34,20 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"model.init_from={path}: no such file")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as error:
+            raise ValueError(f"{path} is not a readable safetensors file ({error})") from error
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if not _is_torch_or_pickle_file(path):
+            raise ValueError(
+                f"{path} is not a readable checkpoint (neither a torch.save file nor a pickle)"
+            ) from error
         raise ValueError(
             f"{path} holds pickled objects other than tensors and plain containers, which vlp does not "
             "execute (weights_only=True); convert it to a state dict or safetensors first"
@@ -49,6 +58,16 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} has no state dict of tensors")
     return state
+
+
+def _is_torch_or_pickle_file(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a pickle stream (legacy torch.save, ``pickle.dump``: they open
+    with the PROTO opcode); anything else that the unpickler refuses is not a checkpoint at all, rather
+    than one that carries objects vlp will not run."""
+    if zipfile.is_zipfile(path):
+        return True
+    with path.open("rb") as handle:
+        return handle.read(1) == pickle.PROTO
 
 
 @dataclass

@@ -61,6 +61,37 @@ def expand_urls(urls: str | list[str]) -> list[str]:
     return [url for pattern in urls for url in wds.shardlists.expand_urls(str(pattern))]
 
 
+# Bicubic, as timm's pretrained ViTs were trained with.
+INTERPOLATION = "bicubic"
+# Evaluation resizes the shorter side to the model's size and centre-crops the square: crop_pct 1.0 cuts
+# nothing from a square image (timm's default 0.875 would cut the scene's edges, where objects sit).
+EVAL_CROP_PCT = 1.0
+
+
+def eval_image_settings(
+    input_size: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...]
+) -> dict[str, Any]:
+    """The evaluation transform's settings for a model's image config (``set_image_config``): plain data,
+    so that an exported model (vlp.export) can write them down and rebuild the same transform."""
+    return {
+        "image_size": int(input_size[-1]),
+        "mean": [float(value) for value in mean],
+        "std": [float(value) for value in std],
+        "interpolation": INTERPOLATION,
+        "crop_pct": EVAL_CROP_PCT,
+    }
+
+
+def eval_image_transform(
+    image_size: int, mean: list[float], std: list[float], interpolation: str, crop_pct: float
+) -> Callable[[Any], Any]:
+    """RGB PIL image -> ``pixel_values [3, H, W]`` as evaluation sees it (see :func:`eval_image_settings`)."""
+    return timm.data.create_transform(
+        input_size=(3, image_size, image_size), mean=tuple(mean), std=tuple(std), is_training=False,
+        interpolation=interpolation, crop_pct=crop_pct,
+    )  # fmt: skip
+
+
 class ShardDataModule(pl.LightningDataModule):
     """Shared plumbing; subclasses define ``decode``, ``collate(train)`` and optionally ``expand``.
 
@@ -200,9 +231,10 @@ class ShardDataModule(pl.LightningDataModule):
             raise RuntimeError(
                 f"{type(self).__name__}.set_image_config must be called before building dataloaders"
             )
-        extra = self.train_transform_kwargs if train else {"crop_pct": 1.0}
+        if not train:
+            return eval_image_transform(**eval_image_settings(**self.image_config))
         return timm.data.create_transform(
-            **self.image_config, is_training=train, interpolation="bicubic", **extra
+            **self.image_config, is_training=True, interpolation=INTERPOLATION, **self.train_transform_kwargs
         )
 
     def _rank_and_world(self) -> tuple[int, int]:

@@ -23,6 +23,11 @@ from vlp.model.vlp import VLPModel
 from vlp.types import Batch, Encoded
 
 
+def decode_captions(tokenizer: PreTrainedTokenizerBase, caption_ids: torch.Tensor) -> list[str]:
+    """Generated token ids ``[B, T]`` ([CLS] first, [PAD] after [SEP]) -> one caption string per row."""
+    return [text.strip() for text in tokenizer.batch_decode(caption_ids.tolist(), skip_special_tokens=True)]
+
+
 class CaptionEvaluation:
     """BLEU-1..4, ROUGE-L and CIDEr-D (METEOR too where Java runs) of the generated captions.
 
@@ -62,12 +67,11 @@ class CaptionEvaluation:
             raise KeyError(f"CaptionEvaluation needs the generated captions of objectives.{self.objective}")
         if "captions" not in batch:
             raise KeyError("CaptionEvaluation needs the raw captions of each image: use caption data")
-        ids = output.predictions["caption_ids"].tolist()
-        captions = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        captions = decode_captions(self.tokenizer, output.predictions["caption_ids"])
         for image_id, caption, references in zip(
             batch["image_id"].tolist(), captions, batch["captions"], strict=True
         ):
-            self._rows.append({"image_id": int(image_id), "caption": caption.strip(), "refs": references})
+            self._rows.append({"image_id": int(image_id), "caption": caption, "refs": references})
 
     def compute(self) -> dict[str, float]:
         unique: dict[int, dict[str, Any]] = {}

@@ -280,11 +280,17 @@ class RetrievalEvaluation:
                 ).float().cpu()
             )  # fmt: skip
         logits = torch.cat(logits) if logits else torch.zeros(0, 2)
-        if self.rerank_score == "itm_prob":
-            scores = F.softmax(logits, dim=1)[:, 1]
-        else:
-            scores = logits[:, 1] + similarity.reshape(-1)
-        return scores.reshape(image_index.shape)
+        return rerank_scores(logits, similarity.reshape(-1), self.rerank_score).reshape(image_index.shape)
+
+
+def rerank_scores(match_logits: Tensor, similarity: Tensor, rerank_score: str) -> Tensor:
+    """Stage 2's score of each pair ``[P]`` from its ITM ``[P, 2]`` no-match / match logits and its
+    contrastive similarity ``[P]`` (see RERANK_SCORES)."""
+    if rerank_score not in RERANK_SCORES:
+        raise ValueError(f"rerank_score must be one of {RERANK_SCORES}, got {rerank_score!r}")
+    if rerank_score == "itm_prob":
+        return F.softmax(match_logits, dim=1)[:, 1]
+    return match_logits[:, 1] + similarity
 
 
 def _device_of(model: nn.Module | None) -> torch.device:

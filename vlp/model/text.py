@@ -65,6 +65,9 @@ class HFTextEncoder(nn.Module):
             build = factory.from_config if factory is AutoModel else factory  # model classes take a config
             encoder = build(hf_config, **model_kwargs)
         self.width: int = encoder.config.hidden_size
+        # The HF config the tower was built with, also when only its embeddings are kept: vlp-export
+        # writes it down so that an exported model rebuilds without name_or_path (the hub or a folder).
+        self.hf_config = encoder.config
         self.vocab_size = vocab_size
         self.pooled_output = pooled_output
         self.embeddings_only = embeddings_only

@@ -94,20 +94,24 @@ class Captioning(Objective):
         )
 
     @torch.no_grad()
-    def generate(self, image_tokens: Tensor, model: VLPModel) -> Tensor:
-        """Caption token ids ``[B, T]`` for image tokens ``[B, N, Dv]``: greedy or beam search."""
+    def generate(self, image_tokens: Tensor, model: VLPModel, num_beams: int | None = None) -> Tensor:
+        """Caption token ids ``[B, T]`` for image tokens ``[B, N, Dv]``: greedy or beam search, with this
+        objective's ``num_beams`` unless one is given (``None``: the configured one)."""
+        num_beams = self.num_beams if num_beams is None else num_beams
+        if num_beams < 1:
+            raise ValueError(f"num_beams={num_beams}: use 1 (greedy) or more")
         tokens = dict(bos_id=self.bos_token_id, eos_id=self.eos_token_id, pad_id=self.pad_token_id)
         lengths = dict(max_length=self.max_length, min_length=self.min_length)
         batch_size, device = image_tokens.shape[0], image_tokens.device
-        if self.num_beams == 1:
+        if num_beams == 1:
             return greedy_search(
                 self.decoder.scorer(image_tokens, model),
                 batch_size, **tokens, **lengths, repetition_penalty=self.repetition_penalty, device=device,
             )  # fmt: skip
-        images = image_tokens.repeat_interleave(self.num_beams, dim=0)  # beams of an example are adjacent
+        images = image_tokens.repeat_interleave(num_beams, dim=0)  # beams of an example are adjacent
         return beam_search(
             self.decoder.scorer(images, model),
-            batch_size, **tokens, num_beams=self.num_beams, **lengths, length_penalty=self.length_penalty,
+            batch_size, **tokens, num_beams=num_beams, **lengths, length_penalty=self.length_penalty,
             repetition_penalty=self.repetition_penalty, device=device,
         )  # fmt: skip
 

@@ -1,0 +1,253 @@
+"""``vlp.load(folder)``: a model exported by vlp-export, served with plain Python methods.
+
+Images are PIL images and texts are strings; every method runs in eval mode without gradients. Inputs go
+through the road evaluation takes (vlp.data: RGB conversion, the evaluation transform, the tokenizer at
+the data's ``max_length``) and the framework's own forward code (``VLPModel.encode``, the objectives'
+heads, vlp.model.generation), so scores equal what ``vlp-eval`` computes for the same inputs::
+
+    model = vlp.load("exports/demo")
+    model.match([image], ["a red circle left of a blue square"])  # tensor([0.93])
+    model.retrieve("a red circle", gallery_images, k=5, rerank_k=16)
+    model.answer(image, "what colour is the circle?")  # with a VQA head
+    model.caption(image)  # with a captioning head
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from torch import Tensor
+from transformers import AutoTokenizer
+
+from vlp.data.collate import tokenize
+from vlp.data.datamodule import eval_image_transform
+from vlp.data.images import to_rgb
+from vlp.evaluation.captioning import decode_captions
+from vlp.evaluation.retrieval import rerank_scores
+from vlp.export import (
+    ANSWERS_FILE,
+    CONFIG_FILE,
+    IMAGE_PROCESSING_FILE,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    InferenceModules,
+    build_inference_modules,
+    exported_data,
+)
+from vlp.objectives.captioning import Captioning
+from vlp.objectives.itm import ImageTextMatching
+from vlp.objectives.vqa import VQAClassification
+from vlp.types import CONTRASTIVE, ImageEncoding, TextEncoding
+
+Head = TypeVar("Head")
+
+
+class MissingHead(RuntimeError):
+    """The exported model has no head (or no embeddings) for what was asked."""
+
+
+class Ranked(NamedTuple):
+    """One retrieval result: the gallery position and its score (higher is better)."""
+
+    index: int
+    score: float
+
+
+class ExportedModel:
+    """An exported model and its heads on ``device``, with the export's tokenizer and image transform.
+
+    Args:
+        modules: the model and its heads (``model``, ``objectives``), weights loaded.
+        tokenizer: the run's tokenizer.
+        image_settings: the evaluation transform's settings (``image_processing.json``).
+        max_length: the data's tokenizer length; longer texts are cut as training cut them.
+        answers: the VQA answer vocabulary (label i is ``answers[i]``), ``None`` without a VQA head.
+        batch_size: items per forward pass in the methods that take lists.
+    """
+
+    def __init__(
+        self,
+        modules: InferenceModules,
+        tokenizer: Any,
+        image_settings: dict[str, Any],
+        max_length: int,
+        answers: list[str] | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+    ) -> None:
+        self.device = torch.device(device)
+        self.modules = modules.to(self.device).eval()
+        self.model = self.modules.model
+        self.tokenizer = tokenizer
+        self.transform = eval_image_transform(**image_settings)
+        self.max_length = max_length
+        self.answers = answers
+        self.batch_size = batch_size
+
+    # --- inputs ---------------------------------------------------------------------------------------
+    def pixel_values(self, images: Sequence[Image.Image]) -> Tensor:
+        """``[B, 3, H, W]``: each image converted to RGB as the data pipeline converts decoded images,
+        then the evaluation transform."""
+        for image in images:
+            if not isinstance(image, Image.Image):
+                raise TypeError(f"images must be PIL images, got {type(image).__name__}: use PIL.Image.open")
+        return torch.stack([self.transform(to_rgb(image)) for image in images]).to(self.device)
+
+    def text_inputs(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """(input_ids ``[B, L]``, attention_mask ``[B, L]``), tokenized as the collators tokenize."""
+        if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
+            raise TypeError("texts must be a list of strings")
+        tokens = tokenize(self.tokenizer, list(texts), self.max_length)
+        return tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+
+    def head(self, kind: type[Head], method: str, hint: str) -> Head:
+        """The objective head of class ``kind``; a clear error when the export has none."""
+        for objective in self.modules.objectives.values():
+            if isinstance(objective, kind):
+                return objective
+        heads = ", ".join(self.modules.objectives) or "none"
+        raise MissingHead(
+            f"{method} needs the {kind.__name__} head, which this export does not have (its heads: {heads}): "
+            f"export a checkpoint trained with {hint}"
+        )
+
+    def _batches(self, items: Sequence[Any]) -> list[Sequence[Any]]:
+        return [items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size)]
+
+    def _check_embeddings(self, method: str) -> None:
+        if CONTRASTIVE not in self.model.dims.capabilities:
+            raise MissingHead(
+                f"{method} needs contrastive embeddings, which model family {self.model.dims.family} does "
+                "not have: use match() to score pairs"
+            )
+
+    # --- the methods --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def match(self, images: Sequence[Image.Image], texts: Sequence[str]) -> Tensor:
+        """ITM match probability of each (image, text) pair ``[N]`` (images and texts aligned)."""
+        if len(images) != len(texts):
+            raise ValueError(f"match takes aligned pairs: {len(images)} images but {len(texts)} texts")
+        itm = self.head(ImageTextMatching, "match", "objectives.itm")
+        probabilities = []
+        for start in range(0, len(images), self.batch_size):
+            stop = start + self.batch_size
+            image = self.model.encode_image(self.pixel_values(images[start:stop]))
+            text = self.model.encode_text(*self.text_inputs(texts[start:stop]))
+            logits = itm.match_logits(self.model, text.tokens, text.attention_mask, image.tokens)
+            probabilities.append(logits.float().softmax(dim=1)[:, 1].cpu())
+        return torch.cat(probabilities) if probabilities else torch.zeros(0)
+
+    @torch.no_grad()
+    def embed_images(self, images: Sequence[Image.Image]) -> Tensor:
+        """L2-normalised contrastive embeddings ``[N, E]`` (cosine similarity = dot product)."""
+        self._check_embeddings("embed_images")
+        parts = [self.model.encode_image(self.pixel_values(part)).embedding for part in self._batches(images)]
+        return torch.cat([part.float().cpu() for part in parts]) if parts else torch.zeros(0)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> Tensor:
+        """L2-normalised contrastive embeddings ``[N, E]`` of the texts."""
+        self._check_embeddings("embed_texts")
+        parts = [self.model.encode_text(*self.text_inputs(part)).embedding for part in self._batches(texts)]
+        return torch.cat([part.float().cpu() for part in parts]) if parts else torch.zeros(0)
+
+    @torch.no_grad()
+    def retrieve(
+        self,
+        query: str | Image.Image,
+        gallery: Sequence[Image.Image] | Sequence[str],
+        k: int = 5,
+        rerank_k: int | None = None,
+        rerank_score: str = "itm_logit+itc",
+    ) -> list[Ranked]:
+        """The ``k`` best gallery items for a text query over images, or an image query over texts, best
+        first. Stage 1 ranks by contrastive similarity; with ``rerank_k`` the ITM head re-scores the top
+        ``rerank_k`` candidates and they are ranked by ``rerank_score`` (``itm_logit+itc``: the match logit
+        plus the similarity, as ALBEF/BLIP and vlp's retrieval evaluation; ``itm_prob``: ITM alone)."""
+        if k < 1:
+            raise ValueError(f"k={k}: ask for at least one result")
+        text_query = isinstance(query, str)
+        if text_query:
+            similarity = self.embed_images(gallery) @ self.embed_texts([query])[0]
+        else:
+            similarity = self.embed_texts(gallery) @ self.embed_images([query])[0]
+        depth = min(max(k, rerank_k or 0), len(gallery))
+        scores, candidates = similarity.topk(depth)
+        if rerank_k:
+            scores, candidates = scores[:rerank_k], candidates[:rerank_k]
+            logits = self._query_match_logits(query, [gallery[int(i)] for i in candidates], text_query)
+            scores = rerank_scores(logits, scores, rerank_score)
+            order = scores.argsort(descending=True, stable=True)
+            scores, candidates = scores[order], candidates[order]
+        return [
+            Ranked(int(index), float(score)) for index, score in zip(candidates[:k], scores[:k], strict=True)
+        ]
+
+    def _query_match_logits(self, query: Any, candidates: list[Any], text_query: bool) -> Tensor:
+        """ITM ``[C, 2]`` logits of the query against each candidate: the query is encoded once."""
+        itm = self.head(ImageTextMatching, "retrieve(rerank_k=...)", "objectives.itm")
+        logits = []
+        for part in self._batches(candidates):
+            if text_query:
+                image, text = self._encode_images(part), self._encode_texts([query], repeat=len(part))
+            else:
+                image, text = self._encode_images([query], repeat=len(part)), self._encode_texts(part)
+            logits.append(itm.match_logits(self.model, text.tokens, text.attention_mask, image.tokens))
+        return torch.cat(logits).float().cpu()
+
+    def _encode_images(self, images: Sequence[Image.Image], repeat: int = 1) -> ImageEncoding:
+        encoded = self.model.encode_image(self.pixel_values(images))
+        return ImageEncoding(tokens=encoded.tokens.expand(repeat, -1, -1) if repeat > 1 else encoded.tokens,
+                             embedding=None)  # fmt: skip
+
+    def _encode_texts(self, texts: Sequence[str], repeat: int = 1) -> TextEncoding:
+        encoded = self.model.encode_text(*self.text_inputs(texts))
+        if repeat == 1:
+            return encoded
+        tokens, mask = encoded.tokens.expand(repeat, -1, -1), encoded.attention_mask.expand(repeat, -1)
+        return TextEncoding(tokens=tokens, attention_mask=mask, embedding=None)
+
+    @torch.no_grad()
+    def answer(self, image: Image.Image, question: str) -> str:
+        """The VQA head's answer: the highest-scoring entry of the answer vocabulary."""
+        vqa = self.head(VQAClassification, "answer", "objectives=[vqa] (experiment=finetune_vqa)")
+        assert self.answers is not None, "a VQA export has answers.json"
+        encoded = self.model.encode(self.pixel_values([image]), *self.text_inputs([question]))
+        return self.answers[int(vqa.logits(encoded, self.model).argmax(dim=1)[0])]
+
+    @torch.no_grad()
+    def caption(self, image: Image.Image, num_beams: int | None = None) -> str:
+        """A caption generated by the captioning decoder: greedy (``num_beams=1``) or beam search, with
+        the run's generation settings (``None``: the run's own ``num_beams`` too)."""
+        captioning = self.head(
+            Captioning, "caption", "objectives=[captioning] (experiment=finetune_captioning)"
+        )
+        image_tokens = self.model.encode_image(self.pixel_values([image])).tokens
+        return decode_captions(self.tokenizer, captioning.generate(image_tokens, self.model, num_beams))[0]
+
+
+def load(folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 64) -> ExportedModel:
+    """The model vlp-export wrote to ``folder``, on ``device`` (CPU by default)."""
+    from safetensors.torch import load_model
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a vlp-export folder (no {CONFIG_FILE} and {WEIGHTS_FILE}): export one with "
+            "vlp-export CKPT OUT"
+        )
+    config = OmegaConf.load(folder / CONFIG_FILE)
+    tokenizer = AutoTokenizer.from_pretrained(folder / TOKENIZER_DIR)
+    answers_file = folder / ANSWERS_FILE
+    answers = json.loads(answers_file.read_text())["answers"] if answers_file.is_file() else None
+    modules = build_inference_modules(config, exported_data(tokenizer, answers))
+    load_model(modules, str(folder / WEIGHTS_FILE), strict=True, device=str(device))
+    image_settings = json.loads((folder / IMAGE_PROCESSING_FILE).read_text())
+    return ExportedModel(modules, tokenizer, image_settings, int(config.text.max_length), answers, device,
+                         batch_size)  # fmt: skip
