@@ -24,8 +24,10 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
+    texts = list(texts)
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.model = models.WordPiece(vocab=canonical_vocab(tokenizer, texts), unk_token="[UNK]")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -40,6 +42,27 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
+
+
+def canonical_vocab(tokenizer: Tokenizer, texts: list[str]) -> dict[str, int]:
+    """The trained vocabulary in an order, and where possible a content, that do not depend on the run.
+
+    The trainer's ids follow hash-map iteration order and its merges break count ties the same way, so
+    two trainings on the same texts give different ids (and different embedding rows for a word under
+    the same seed). Ids here are the special tokens, then every other token sorted. When the budget kept
+    every training word whole, the intermediate pieces (the part ties decide) are dropped: whole words
+    and single characters (each also as ``##c``) tokenize everything the same way."""
+    trained = tokenizer.get_vocab()
+    words = {
+        word
+        for text in texts
+        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text))
+    }
+    kept = set(trained)
+    if words <= kept:
+        kept = {token for token in kept if token in words or len(token.removeprefix("##")) == 1}
+    ordered = SPECIAL_TOKENS + sorted(kept - set(SPECIAL_TOKENS))
+    return {token: index for index, token in enumerate(ordered)}
 
 
 def karpathy_train_captions(karpathy_json: Path) -> list[str]:
