@@ -23,11 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vlp.baselines import constant_caption_baseline, nlvr2_majority, retrieval_chance, vqa_prior_baselines
-from vlp.data.convert.cli import main as vlp_shards
 from vlp.data.datamodule import NLVR2DataModule, VQADataModule
 from vlp.data.shards import INDEX_FILE, SplitIndex
-from vlp.data.synthetic import main as vlp_synth
-from vlp.data.tokenizer import main as vlp_tokenizer
 from vlp.metrics.nlvr2 import load_nlvr2_rows
 
 VQA_TRAIN_QUESTIONS = "v2_OpenEnded_mscoco_train2014_questions.json"
@@ -35,34 +32,85 @@ VQA_TRAIN_QUESTIONS = "v2_OpenEnded_mscoco_train2014_questions.json"
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 
+@dataclass
+class PrepStep:
+    """One data-preparation command; it starts once the steps it ``needs`` have finished."""
+
+    name: str
+    command: list[str]
+    needs: tuple[str, ...] = ()
+
+
 def prepare_data(data_dir: Path) -> dict[str, str]:
-    """vlp-synth (captions, VQA v2 and NLVR2 files) -> vlp-shards -> vlp-tokenizer, each step skipped when
-    its output is there. Returns a one-line summary per converted dataset."""
+    """vlp-synth (captions, VQA v2 and NLVR2 files) -> vlp-shards -> vlp-tokenizer, each synth and tokenizer
+    step skipped when its output is there. The steps run as separate processes, two at a time (most of
+    their work is single-threaded Python). Returns a one-line summary per converted dataset."""
     synth = data_dir / "synth"
     raw, shards = synth / "raw", synth / "shards"
     karpathy_json = raw / "dataset_coco.json"
-    if not all(
-        p.is_file()
-        for p in (karpathy_json, raw / "vqa" / VQA_TRAIN_QUESTIONS, raw / "nlvr2" / "data" / "train.json")
-    ):
-        console.rule("vlp-synth")
-        vlp_synth(["--out", str(raw), "--n-train", "4000", "--n-val", "500", "--n-test", "500"])
+    vqa_questions = raw / "vqa" / VQA_TRAIN_QUESTIONS
+    nlvr2_train = raw / "nlvr2" / "data" / "train.json"
+    python = [sys.executable, "-m"]
+    sizes = ["--n-train", "4000", "--n-val", "500", "--n-test", "500"]
+    steps = []
+    # the longest first, so that the two lanes end close together
+    for task, marker in (("nlvr2", nlvr2_train), ("vqa", vqa_questions), ("captions", karpathy_json)):
+        if not marker.is_file():
+            steps.append(PrepStep(f"synth {task}", [*python, "vlp.data.synthetic", "--out", str(raw),
+                                                    "--tasks", task, *sizes]))  # fmt: skip
     # vlp-shards leaves splits that are up to date as they are, so these are quick on a second run.
-    console.rule("vlp-shards coco / vqa / nlvr2")
-    vlp_shards(["coco", "--karpathy-json", str(karpathy_json), "--image-root", str(raw),
-                "--out", str(shards / "captions"), "--shard-size", "500"])  # fmt: skip
-    vlp_shards(["vqa", "--root", str(raw / "vqa"), "--splits", "train2014", "val2014", "test-dev2015",
-                "--out", str(shards / "vqa"), "--shard-size", "500"])  # fmt: skip
-    vlp_shards(["nlvr2", "--json-dir", str(raw / "nlvr2" / "data"),
-                "--image-root", str(raw / "nlvr2" / "images"),
-                "--out", str(shards / "nlvr2"), "--shard-size", "500"])  # fmt: skip
+    shards_cli = [*python, "vlp.data.convert.cli"]
+    steps += [
+        PrepStep("shards coco", [*shards_cli, "coco", "--karpathy-json", str(karpathy_json),
+                                 "--image-root", str(raw), "--out", str(shards / "captions"),
+                                 "--shard-size", "500"], needs=("synth captions",)),
+        PrepStep("shards vqa", [*shards_cli, "vqa", "--root", str(raw / "vqa"),
+                                "--splits", "train2014", "val2014", "test-dev2015",
+                                "--out", str(shards / "vqa"), "--shard-size", "500"], needs=("synth vqa",)),
+        PrepStep("shards nlvr2", [*shards_cli, "nlvr2", "--json-dir", str(raw / "nlvr2" / "data"),
+                                  "--image-root", str(raw / "nlvr2" / "images"),
+                                  "--out", str(shards / "nlvr2"), "--shard-size", "500"],
+                 needs=("synth nlvr2",)),
+    ]  # fmt: skip
     if not (synth / "tokenizer" / "tokenizer.json").is_file():
-        console.rule("vlp-tokenizer")
-        vlp_tokenizer(["--karpathy-json", str(karpathy_json), "--out", str(synth / "tokenizer"),
-                       "--vocab-size", "1000",
-                       "--vqa-questions", str(raw / "vqa" / VQA_TRAIN_QUESTIONS),
-                       "--nlvr2-jsonl", str(raw / "nlvr2" / "data" / "train.json")])  # fmt: skip
+        tokenizer = [*python, "vlp.data.tokenizer", "--karpathy-json", str(karpathy_json),
+                     "--out", str(synth / "tokenizer"), "--vocab-size", "1000",
+                     "--vqa-questions", str(vqa_questions), "--nlvr2-jsonl", str(nlvr2_train)]  # fmt: skip
+        steps.append(PrepStep("tokenizer", tokenizer, needs=("synth captions", "synth vqa", "synth nlvr2")))
+    console.rule("data: vlp-synth -> vlp-shards coco / vqa / nlvr2 -> vlp-tokenizer")
+    run_steps(steps, synth / "logs", parallel=PARALLEL_RUNS)
     return data_summary(shards)
+
+
+def run_steps(steps: list[PrepStep], log_dir: Path, parallel: int) -> None:
+    """Run the steps, ``parallel`` at a time, each as soon as what it needs is done (a need that is not
+    among the steps was done before); each step's output goes to ``log_dir/<name>.log``. Stops at the
+    first failure with its log's last lines."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    names = {step.name for step in steps}
+    finished: set[str] = set()
+    pending, running = list(steps), []
+    while pending or running:
+        for step in [s for s in pending if all(n in finished or n not in names for n in s.needs)]:
+            if len(running) >= parallel:
+                break
+            pending.remove(step)
+            log = log_dir / f"{step.name.replace(' ', '_')}.log"
+            with log.open("w") as out:
+                process = subprocess.Popen(step.command, stdout=out, stderr=subprocess.STDOUT)
+            running.append((step, process, log, time.monotonic()))
+        time.sleep(0.5)
+        for item in list(running):
+            step, process, log, started = item
+            if process.poll() is None:
+                continue
+            running.remove(item)
+            if process.returncode != 0:
+                tail = "\n".join(log.read_text().splitlines()[-15:])
+                raise SystemExit(f"demo: {step.name} failed (exit {process.returncode}), see {log}:\n{tail}")
+            finished.add(step.name)
+            last_line = (log.read_text().strip().splitlines() or [""])[-1]
+            console.print(f"{step.name}: {time.monotonic() - started:.0f} s  {last_line}", soft_wrap=True)
 
 
 def data_summary(shards: Path) -> dict[str, str]:
