@@ -11,14 +11,17 @@ of the vision tower are dropped and the rest folded back into the patch grid.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from vlp.data.synthetic import GRID, render_scene, sample_scene
 from vlp.model.attention import MultiHeadAttention
 from vlp.model.coattention import CoAttentionFusion
 from vlp.model.fusion import CrossAttentionFusion
@@ -113,3 +116,57 @@ def heatmap_image(image: Image.Image, grid: Tensor, alpha: float = 0.5) -> Image
     smooth = np.asarray(small.resize(image.size, Image.BILINEAR), dtype=np.float32) / 255.0
     colours = (colormaps["jet"](smooth)[..., :3] * 255).astype(np.uint8)
     return Image.blend(image.convert("RGB"), Image.fromarray(colours), alpha)
+
+
+# ------------------------------------------------------------------------- checking it on synthetic scenes
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A synthetic scene and a text whose answer rests on one object, and that object's grid cell."""
+
+    image: Image.Image
+    text: str
+    cell: tuple[int, int]  # (row, col) in the scene's GRID x GRID layout
+    num_objects: int
+
+
+def object_probes(count: int, task: str, image_size: int = 64, seed: int = 0) -> list[Probe]:
+    """Scenes of 2-4 objects (as vlp-synth draws them) with a text about one of them that nothing else in
+    the scene matches: for ``itm`` the caption template "The picture contains a <colour> <shape>.", for
+    ``vqa`` the question "What color is the <shape>?" about the only object of its shape."""
+    if task not in ("itm", "vqa"):
+        raise ValueError(f"task must be itm or vqa, got {task!r}")
+    rng = np.random.default_rng([seed, 0x45585031])  # "EXP1": apart from vlp-synth's streams
+    probes: list[Probe] = []
+    while len(probes) < count:
+        objects = sample_scene(rng)
+        if len(objects) < 2:
+            continue
+        key = (lambda o: (o.colour, o.shape)) if task == "itm" else (lambda o: o.shape)
+        seen = Counter(key(o) for o in objects)
+        singled_out = [o for o in objects if seen[key(o)] == 1]
+        if not singled_out:
+            continue
+        target = singled_out[int(rng.integers(len(singled_out)))]
+        article = "an" if target.colour[0] in "aeiou" else "a"
+        text = (
+            f"The picture contains {article} {target.colour} {target.shape}."
+            if task == "itm"
+            else f"What color is the {target.shape}?"
+        )
+        image = render_scene(objects, image_size, rng)
+        probes.append(Probe(image, text, (target.row, target.col), len(objects)))
+    return probes
+
+
+def hit_rate(grids: Tensor, probes: list[Probe]) -> dict[str, float]:
+    """How often the heatmap's peak falls in the probe object's cell, and two chance levels: a peak in a
+    uniformly random cell (1 / 9), and on a uniformly random object of the scene (mean of 1 / objects)."""
+    hits = [peak_cell(grid, GRID) == probe.cell for grid, probe in zip(grids, probes, strict=True)]
+    return {
+        "hit_rate": float(np.mean(hits)),
+        "chance_cell": 1.0 / (GRID * GRID),
+        "chance_object": float(np.mean([1.0 / probe.num_objects for probe in probes])),
+        "probes": float(len(probes)),
+    }
