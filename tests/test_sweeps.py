@@ -87,6 +87,23 @@ def test_jobs_that_monitor_different_metrics_have_no_best(tmp_path):
     assert [row.value for row in summary.trials] == [10.0, 90.0] and summary.best is None
 
 
+def test_a_trial_without_a_finite_objective_is_a_failed_trial_with_a_reason():
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from vlp.sweeps import trial_value
+
+    def job(value, status=JobStatus.COMPLETED) -> JobReturn:
+        returned = JobReturn(status=status)
+        returned.return_value = value  # the property setter keeps what the task returned (or raised)
+        return returned
+
+    assert trial_value(job(41.5)) == (41.5, None)
+    assert trial_value(job(None))[1].startswith("the job returned no value")  # vlp-train: monitor not logged
+    assert trial_value(job(float("nan"))) == (None, "the job returned nan")
+    value, reason = trial_value(job(RuntimeError("CUDA out of memory"), JobStatus.FAILED))
+    assert value is None and "CUDA out of memory" in reason
+
+
 def optuna_sweep(synth_data, sweep: Path, n_trials: int) -> subprocess.CompletedProcess:
     """A tiny VQA finetuning search: two training steps and one validation batch per trial."""
     command = [

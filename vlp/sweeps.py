@@ -79,7 +79,6 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
         for name in fixed:
             search_space.pop(name, None)
 
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # its schema check logs a line per plugin
         folder = sqlite_folder(self.storage)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
@@ -95,6 +94,7 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
                 f"study {self.study_name} in {self.storage} was made to {study.directions[0].name.lower()}, "
                 f"not {directions[0]}: use another hydra.sweep.dir or hydra.sweeper.study_name"
             )
+        log.info("Optuna study %s in %s", study.study_name, self.storage or "memory (not kept)")
         self._close_interrupted_trials(study)
         done = counted_trials(study)
         if done:
