@@ -71,7 +71,7 @@ def test_a_multirun_summary_reads_the_job_folders(tmp_path):
     assert [row.state for row in summary.trials] == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
     assert summary.trials[0].params == {"system.optimizer.lr": "1e-4"}  # only what the sweep varied
     assert summary.best.number == 1 and summary.best.value == 30.0
-    assert summary.best.config == str(tmp_path / "1" / "config.yaml")
+    assert summary.best.config == str((tmp_path / "1" / "config.yaml").resolve())
     write_summary(summary, tmp_path)
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["best"]["overrides"] == ["data_dir=/data", "system.optimizer.lr=3e-4"]

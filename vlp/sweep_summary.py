@@ -130,7 +130,7 @@ def folder_summary(sweep_dir: Path, monitor: str, monitor_mode: str) -> Summary:
                 overrides=overrides,
                 params=dict(o.split("=", 1) for o in overrides if "=" in o),
                 run_dir=str(job_dir.resolve()),
-                config=resolved_config(str(job_dir)),
+                config=resolved_config(str(job_dir.resolve())),
                 note=note,
             )
         )
