@@ -61,7 +61,9 @@ def test_synthetic_task_configs_find_their_shards(data, synth_data, synth_vqa, s
     assert datamodule.index("train").num_samples > 0 and datamodule.index("val").num_samples > 0
 
 
-def test_wandb_logger_composes_offline(synth_data, tmp_path):
+def test_wandb_logger_composes_offline_without_an_api_key(synth_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     cfg = compose_train_config(overrides_for(synth_data, tmp_path, "logger=wandb"))
     assert cfg.logger.wandb.offline is True
 

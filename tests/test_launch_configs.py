@@ -73,3 +73,9 @@ def test_a_sweep_runs_through_the_submitit_launcher(synth_data, tmp_path):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
         assert "val/retrieval/r_mean" in metrics
     assert any((sweep / ".submitit").iterdir())  # submitit's own job folders: it really ran them
+    # the sweep summary, read from the job folders whichever launcher ran them
+    rows = json.loads((sweep / "summary.json").read_text())["trials"]
+    assert [row["params"]["system.optimizer.lr"] for row in rows] == ["0.0001", "0.0003"]
+    for row in rows:
+        metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        assert row["state"] == "COMPLETE" and row["value"] == metrics["val/retrieval/r_mean"]

@@ -24,6 +24,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vlp.build import build_callbacks, build_loggers, build_run
 from vlp.resume import CheckpointError, checkpoint_step, newest_checkpoint
+from vlp.tracking import run_hyperparameters, wandb_offline
 from vlp.validate import ConfigError, override_problem, validate
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def run_id(run_dir: str) -> str:
 
 
 OmegaConf.register_new_resolver("vlp_run_id", run_id, replace=True)
+OmegaConf.register_new_resolver("vlp_wandb_offline", wandb_offline, replace=True)
 
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:
@@ -90,6 +92,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if trainer.loggers:  # every logger gets the config and the commit: a run in wandb or TensorBoard
+            hyperparameters = run_hyperparameters(cfg)  # can be traced back without its folder
+            for logger in trainer.loggers:
+                logger.log_hyperparams(hyperparameters)
     trainer.fit(run.system, datamodule=run.datamodule, ckpt_path=resume_from(cfg, run_dir), weights_only=True)
 
     checkpoint = next(
