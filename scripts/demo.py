@@ -337,6 +337,30 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def explain_and_plot(run_dir: Path, pretrain_dir: Path) -> str:
+    """vlp-export the pretrained checkpoint, vlp-explain it on synthetic probes (how often the ITM Grad-CAM
+    peaks on the one object the text names, against chance) and vlp-plot its training curves. Shown, not
+    a pass/fail claim. Returns the lines for results.md."""
+    console.rule("seeing: vlp-export -> vlp-explain --probes 200 (ITM Grad-CAM); vlp-plot")
+    export_dir, explain_dir = run_dir / "export", run_dir / "explain"
+    python = [sys.executable, "-m"]
+    commands = [
+        [*python, "vlp.export", str(pretrain_dir / "checkpoints" / "last.ckpt"), str(export_dir)],
+        [*python, "vlp.explain", str(export_dir), "--probes", "200", "--out", str(explain_dir)],
+        [*python, "vlp.plot", str(pretrain_dir)],
+    ]
+    for command in commands:
+        if subprocess.run(command).returncode != 0:
+            return f"- `{' '.join(command[2:])}` failed"
+    result = json.loads((explain_dir / "hit_rate.json").read_text())
+    line = (f"- ITM Grad-CAM peak on the named object's cell: {100 * result['hit_rate']:.1f} % of "
+            f"{int(result['probes'])} synthetic scenes (chance: {100 * result['chance_object']:.1f} % for a "
+            f"random object of the scene, {100 * result['chance_cell']:.1f} % for a random cell); "
+            f"examples in {explain_dir}/\n- training curves: {pretrain_dir / 'curves.png'}")  # fmt: skip
+    console.print(line)
+    return line
+
+
 def main() -> int:
     started = time.monotonic()
     data_dir = Path(os.environ.get("VLP_DATA_DIR", "data"))
@@ -374,6 +398,8 @@ def main() -> int:
         + "\n\n## downstream\n\n"
         + markdown_table(rows)
     )
+    seeing = explain_and_plot(run_dir, pretrain_dir)
+    (run_dir / "results.md").open("a").write("\n## seeing\n\n" + seeing + "\n")
     for dataset, summary in datasets.items():
         console.print(f"synthetic {dataset} shards: {summary}")
     console.print(f"run directory: {run_dir} (pretrain/, finetune/<task>_<init>/, results.md)")

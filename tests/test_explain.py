@@ -1,11 +1,13 @@
 """Grad-CAM over the fusion's cross-attention (vlp.explain) and training curves (vlp-plot)."""
 
 import csv
+import json
 
 import pytest
 import torch
 from PIL import Image
 
+from tests.test_export import build_checkpoint, caption_image_files, open_images
 from vlp.explain import (
     ExplainError,
     grad_cam,
@@ -120,3 +122,68 @@ def test_vlp_plot_draws_the_losses_and_the_monitor_of_a_run(tmp_path):
         assert png.size[0] > 400
     assert vlp_plot([str(run), "--metrics", "train/nothing*"]) == 2
     assert vlp_plot([str(tmp_path / "empty")]) == 2
+
+
+# --- through vlp.load and vlp-explain ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(synth_data, tmp_path_factory):
+    """The demo's model with random weights, exported: its folder and ``vlp.load`` of it."""
+    import vlp
+    from vlp.export import export
+
+    root = tmp_path_factory.mktemp("explain")
+    out = export(build_checkpoint(root / "run", synth_data.root).checkpoint, root / "export")
+    return out, vlp.load(out)
+
+
+def test_an_export_explains_its_itm_scores_patch_by_patch(exported, synth_data):
+    from vlp.inference import MissingHead
+    from vlp.objectives.itm import ImageTextMatching
+
+    _, model = exported
+    images = open_images(sorted(caption_image_files(synth_data).values())[:3])
+    texts = ["A red circle.", "Two blue squares and a green triangle.", "A white diamond on the left."]
+    explanation = model.explain(images, texts)
+    assert explanation.grids.shape == (3, 4, 4)  # 64 px in 16 px patches, the class token dropped
+    assert (explanation.grids >= 0).all() and explanation.answers is None
+    itm = model.head(ImageTextMatching, "test", "")
+    with torch.no_grad():
+        image = model.model.encode_image(model.pixel_values(images))
+        text = model.model.encode_text(*model.text_inputs(texts))
+        logits = itm.match_logits(model.model, text.tokens, text.attention_mask, image.tokens)
+    torch.testing.assert_close(explanation.scores, logits[:, 1].float(), atol=1e-5, rtol=1e-5)
+    assert explanation.heatmap(1).size == images[1].size
+    with pytest.raises(MissingHead, match="explain.*VQAClassification"):
+        model.explain(images[:1], ["What color is the circle?"], task="vqa")
+
+
+def test_vlp_explain_writes_a_heatmap_and_scores_synthetic_probes(exported, synth_data, tmp_path, capsys):
+    from vlp.explain import main as vlp_explain
+
+    folder, _ = exported
+    image = sorted(caption_image_files(synth_data).values())[0]
+    out = tmp_path / "heat.png"
+    assert vlp_explain([str(folder), "--image", str(image), "--text", "A red circle", "--out", str(out)]) == 0
+    with Image.open(out) as png:
+        assert png.size == (2 * 256 + 4, 256)  # the image and its heatmap side by side
+    assert vlp_explain([str(folder), "--probes", "6", "--out", str(tmp_path / "probes")]) == 0
+    result = json.loads((tmp_path / "probes" / "hit_rate.json").read_text())
+    assert result["probes"] == 6 and 0.0 <= result["hit_rate"] <= 1.0 and result["chance_cell"] == 1 / 9
+    assert len(list((tmp_path / "probes").glob("probe*.png"))) == 6
+    assert vlp_explain([str(tmp_path / "no-export"), "--probes", "2"]) == 2
+    assert "not a vlp-export folder" in capsys.readouterr().err
+
+
+def test_probes_single_out_one_object():
+    from vlp.explain import object_probes
+
+    for task in ("itm", "vqa"):
+        probes = object_probes(20, task, seed=3)
+        assert len(probes) == 20 and all(2 <= p.num_objects <= 4 for p in probes)
+        assert all(0 <= p.cell[0] < 3 and 0 <= p.cell[1] < 3 for p in probes)
+    assert object_probes(3, "vqa", seed=3)[0].text.startswith("What color is the ")
+    assert [p.text for p in object_probes(5, "itm", seed=3)] == [
+        p.text for p in object_probes(5, "itm", seed=3)
+    ]

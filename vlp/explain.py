@@ -118,6 +118,15 @@ def heatmap_image(image: Image.Image, grid: Tensor, alpha: float = 0.5) -> Image
     return Image.blend(image.convert("RGB"), Image.fromarray(colours), alpha)
 
 
+def side_by_side(image: Image.Image, overlay: Image.Image, height: int = 256) -> Image.Image:
+    """The image and its heatmap next to each other, scaled to ``height`` (small images stay sharp)."""
+    width = round(image.width * height / image.height)
+    both = Image.new("RGB", (2 * width + 4, height), (255, 255, 255))
+    both.paste(image.convert("RGB").resize((width, height), Image.NEAREST), (0, 0))
+    both.paste(overlay.resize((width, height), Image.BILINEAR), (width + 4, 0))
+    return both
+
+
 # ------------------------------------------------------------------------- checking it on synthetic scenes
 
 
@@ -170,3 +179,64 @@ def hit_rate(grids: Tensor, probes: list[Probe]) -> dict[str, float]:
         "chance_object": float(np.mean([1.0 / probe.num_objects for probe in probes])),
         "probes": float(len(probes)),
     }
+
+
+# ------------------------------------------------------------------------------------------ vlp-explain
+
+
+def main(argv: list[str] | None = None) -> int:
+    """vlp-explain: heatmaps of what an exported model's ITM or VQA decision rests on.
+
+    vlp-explain EXPORT --image photo.jpg --text "a dog on a sofa" [--task itm|vqa] [--out heat.png]
+    vlp-explain EXPORT --probes 200 [--task itm|vqa] [--out DIR]   # hit rate on synthetic scenes
+    """
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    from vlp.inference import MissingHead, load
+
+    parser = argparse.ArgumentParser(prog="vlp-explain", description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("export", type=Path, help="a folder written by vlp-export")
+    parser.add_argument("--image", type=Path, help="the image to explain")
+    parser.add_argument("--text", help="the caption (itm) or question (vqa)")
+    parser.add_argument("--task", choices=("itm", "vqa"), default="itm")
+    parser.add_argument("--layers", type=int, nargs="+", help="fusion layers to average (default: all)")
+    parser.add_argument("--probes", type=int, help="score N synthetic scenes instead (heatmap peak hit rate)")
+    parser.add_argument("--image-size", type=int, default=64, help="--probes: scene size (vlp-synth's)")
+    parser.add_argument("--seed", type=int, default=0, help="--probes: which scenes")
+    parser.add_argument("--out", type=Path, help="the PNG (default heatmap.png), or with --probes a folder")
+    args = parser.parse_args(argv)
+    if (args.probes is None) == (args.image is None or args.text is None):
+        parser.error("give --image and --text, or --probes N")
+    try:
+        model = load(args.export)
+        if args.probes is not None:
+            probes = object_probes(args.probes, args.task, args.image_size, args.seed)
+            explanation = model.explain(
+                [p.image for p in probes], [p.text for p in probes], args.task, args.layers
+            )
+            result = {"task": args.task, **hit_rate(explanation.grids, probes)}
+            out = args.out or Path("explain_probes")
+            out.mkdir(parents=True, exist_ok=True)
+            for index in range(min(8, len(probes))):  # a few examples to look at
+                picture = side_by_side(probes[index].image, explanation.heatmap(index))
+                picture.save(out / f"probe{index}_{probes[index].text.replace(' ', '_').strip('.?')}.png")
+            (out / "hit_rate.json").write_text(json.dumps(result, indent=2) + "\n")
+            print(json.dumps(result))
+            return 0
+        with Image.open(args.image) as image:
+            explanation = model.explain([image.copy()], [args.text], args.task, args.layers)
+        out = args.out or Path("heatmap.png")
+        side_by_side(explanation.images[0], explanation.heatmap(0)).save(out)
+        answer = f", answer {explanation.answers[0]!r}" if explanation.answers else ""
+        print(f"vlp-explain: {args.task} score {float(explanation.scores[0]):.3f}{answer} -> {out}")
+        return 0
+    except (FileNotFoundError, MissingHead, ExplainError, OSError) as error:
+        print(f"vlp-explain: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

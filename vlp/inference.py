@@ -10,12 +10,13 @@ heads, vlp.model.generation), so scores equal what ``vlp-eval`` computes for the
     model.retrieve("a red circle", gallery_images, k=5, rerank_k=16)
     model.answer(image, "what colour is the circle?")  # with a VQA head
     model.caption(image)  # with a captioning head
+    model.explain([image], ["a red circle"]).heatmap(0)  # what the ITM decision rests on (vlp.explain)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -30,6 +31,7 @@ from vlp.data.datamodule import eval_image_transform
 from vlp.data.images import to_rgb
 from vlp.evaluation.captioning import decode_captions
 from vlp.evaluation.retrieval import rerank_scores
+from vlp.explain import grad_cam, heatmap_image, patch_grid, text_to_image_attentions
 from vlp.export import (
     ANSWERS_FILE,
     CONFIG_FILE,
@@ -43,7 +45,7 @@ from vlp.export import (
 from vlp.objectives.captioning import Captioning
 from vlp.objectives.itm import ImageTextMatching
 from vlp.objectives.vqa import VQAClassification
-from vlp.types import CONTRASTIVE, ImageEncoding, TextEncoding
+from vlp.types import CONTRASTIVE, Encoded, ImageEncoding, TextEncoding
 
 Head = TypeVar("Head")
 
@@ -230,6 +232,70 @@ class ExportedModel:
         )
         image_tokens = self.model.encode_image(self.pixel_values([image])).tokens
         return decode_captions(self.tokenizer, captioning.generate(image_tokens, self.model, num_beams))[0]
+
+    def explain(
+        self,
+        images: Sequence[Image.Image],
+        texts: Sequence[str],
+        task: str = "itm",
+        layers: list[int] | None = None,
+    ) -> Explanation:
+        """Where in each image the decision about its text looks: Grad-CAM over the fusion's
+        text-to-image cross-attention (vlp.explain), averaged over ``layers`` (default: all). ``task``:
+        ``itm`` explains the match logit of (image, text); ``vqa`` explains the logit of the answer the
+        VQA head gives to the question ``text``."""
+        if len(images) != len(texts):
+            raise ValueError(f"explain takes aligned pairs: {len(images)} images but {len(texts)} texts")
+        if task not in ("itm", "vqa"):
+            raise ValueError(f"task must be itm or vqa, got {task!r}")
+        attentions = text_to_image_attentions(self.model.fusion)
+        scores, grids, answers = [], [], []
+        for start in range(0, len(images), self.batch_size):
+            stop = start + self.batch_size
+            with torch.no_grad():
+                image = self.model.encode_image(self.pixel_values(images[start:stop]))
+                text = self.model.encode_text(*self.text_inputs(texts[start:stop]))
+            score, chosen = self._explained_score(task, text, image.tokens)
+            part_scores, relevance = grad_cam(score, image.tokens, text.attention_mask, attentions, layers)
+            if chosen is not None:
+                answers += [self.answers[int(i)] for i in chosen]
+            scores.append(part_scores.float().cpu())
+            grids.append(patch_grid(relevance.float().cpu(), self.model.vision.prefix_tokens))
+        return Explanation(list(images), list(texts), torch.cat(scores), torch.cat(grids),
+                           answers if task == "vqa" else None)  # fmt: skip
+
+    def _explained_score(
+        self, task: str, text: TextEncoding, image_tokens: Tensor
+    ) -> tuple[Callable[[Tensor], Tensor], Tensor | None]:
+        """``score(image_tokens) -> [B]`` for Grad-CAM, and for VQA the answer index it explains."""
+        mask = text.attention_mask
+        if task == "itm":
+            itm = self.head(ImageTextMatching, "explain(task='itm')", "objectives.itm")
+            return (lambda tokens: itm.match_logits(self.model, text.tokens, mask, tokens)[:, 1]), None
+        hint = "objectives=[vqa] (experiment=finetune_vqa)"
+        vqa = self.head(VQAClassification, "explain(task='vqa')", hint)
+
+        def logits(tokens: Tensor) -> Tensor:
+            encoded = Encoded(image=ImageEncoding(tokens=tokens, embedding=None), text=text)
+            return vqa.logits(encoded, self.model)
+
+        with torch.no_grad():
+            chosen = logits(image_tokens).argmax(dim=1)
+        return (lambda tokens: logits(tokens).gather(1, chosen[:, None]).squeeze(1)), chosen
+
+
+class Explanation(NamedTuple):
+    """Grad-CAM of each (image, text) pair over the image patches (see vlp.explain)."""
+
+    images: list[Image.Image]
+    texts: list[str]
+    scores: Tensor  # [N]: the ITM match logit, or the VQA logit of ``answers``
+    grids: Tensor  # [N, rows, cols]: relevance of each image patch, >= 0
+    answers: list[str] | None  # VQA: the answer each map explains
+
+    def heatmap(self, index: int, alpha: float = 0.5) -> Image.Image:
+        """Image ``index`` with its map laid over it (red: what the decision rests on)."""
+        return heatmap_image(to_rgb(self.images[index]), self.grids[index], alpha)
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 64) -> ExportedModel:

@@ -46,6 +46,12 @@ class TimmVisionEncoder(nn.Module):
         self.mean: tuple[float, ...] = tuple(data_config["mean"])
         self.std: tuple[float, ...] = tuple(data_config["std"])
 
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens before the patch grid in :meth:`forward`'s output (a ViT's class token); the rest are
+        the patches row by row. Swin and convnet grids have none."""
+        return int(getattr(self.backbone, "num_prefix_tokens", 0))
+
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
         """pixel_values ``[B, 3, H, W]`` -> (tokens ``[B, N, D]``, pooled ``[B, D]``)."""
         features = self.backbone.forward_features(pixel_values)
