@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,12 +34,40 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 @dataclass
-class PrepStep:
-    """One data-preparation command; it starts once the steps it ``needs`` have finished."""
+class Job:
+    """One command of the demo, run as its own process once the jobs it ``needs`` have finished (a need
+    that is not among the jobs run was done before); its output goes to ``log``."""
 
     name: str
     command: list[str]
+    log: Path
     needs: tuple[str, ...] = ()
+
+
+def run_jobs(
+    jobs: list[Job], parallel: int, env: dict[str, str] | None = None
+) -> Iterator[tuple[Job, int, float]]:
+    """Run the jobs ``parallel`` at a time; yields (job, exit status, seconds) as each one ends."""
+    names = {job.name for job in jobs}
+    finished: set[str] = set()
+    pending, running = list(jobs), []
+    while pending or running:
+        for job in [j for j in pending if all(n in finished or n not in names for n in j.needs)]:
+            if len(running) >= parallel:
+                break
+            pending.remove(job)
+            job.log.parent.mkdir(parents=True, exist_ok=True)
+            with job.log.open("w") as out:
+                process = subprocess.Popen(job.command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            running.append((job, process, time.monotonic()))
+        time.sleep(0.5)
+        for item in list(running):
+            job, process, started = item
+            if process.poll() is None:
+                continue
+            running.remove(item)
+            finished.add(job.name)
+            yield job, process.returncode, time.monotonic() - started
 
 
 def prepare_data(data_dir: Path) -> dict[str, str]:
@@ -52,65 +81,43 @@ def prepare_data(data_dir: Path) -> dict[str, str]:
     nlvr2_train = raw / "nlvr2" / "data" / "train.json"
     python = [sys.executable, "-m"]
     sizes = ["--n-train", "4000", "--n-val", "500", "--n-test", "500"]
+    logs = synth / "logs"
     steps = []
     # the longest first, so that the two lanes end close together
     for task, marker in (("nlvr2", nlvr2_train), ("vqa", vqa_questions), ("captions", karpathy_json)):
         if not marker.is_file():
-            steps.append(PrepStep(f"synth {task}", [*python, "vlp.data.synthetic", "--out", str(raw),
-                                                    "--tasks", task, *sizes]))  # fmt: skip
+            synthesize = [*python, "vlp.data.synthetic", "--out", str(raw), "--tasks", task, *sizes]
+            steps.append(Job(f"synth {task}", synthesize, logs / f"synth_{task}.log"))
     # vlp-shards leaves splits that are up to date as they are, so these are quick on a second run.
     shards_cli = [*python, "vlp.data.convert.cli"]
     steps += [
-        PrepStep("shards coco", [*shards_cli, "coco", "--karpathy-json", str(karpathy_json),
-                                 "--image-root", str(raw), "--out", str(shards / "captions"),
-                                 "--shard-size", "500"], needs=("synth captions",)),
-        PrepStep("shards vqa", [*shards_cli, "vqa", "--root", str(raw / "vqa"),
-                                "--splits", "train2014", "val2014", "test-dev2015",
-                                "--out", str(shards / "vqa"), "--shard-size", "500"], needs=("synth vqa",)),
-        PrepStep("shards nlvr2", [*shards_cli, "nlvr2", "--json-dir", str(raw / "nlvr2" / "data"),
-                                  "--image-root", str(raw / "nlvr2" / "images"),
-                                  "--out", str(shards / "nlvr2"), "--shard-size", "500"],
-                 needs=("synth nlvr2",)),
+        Job("shards coco", [*shards_cli, "coco", "--karpathy-json", str(karpathy_json),
+                            "--image-root", str(raw), "--out", str(shards / "captions"),
+                            "--shard-size", "500"],
+            logs / "shards_coco.log", needs=("synth captions",)),
+        Job("shards vqa", [*shards_cli, "vqa", "--root", str(raw / "vqa"),
+                           "--splits", "train2014", "val2014", "test-dev2015",
+                           "--out", str(shards / "vqa"), "--shard-size", "500"],
+            logs / "shards_vqa.log", needs=("synth vqa",)),
+        Job("shards nlvr2", [*shards_cli, "nlvr2", "--json-dir", str(raw / "nlvr2" / "data"),
+                             "--image-root", str(raw / "nlvr2" / "images"),
+                             "--out", str(shards / "nlvr2"), "--shard-size", "500"],
+            logs / "shards_nlvr2.log", needs=("synth nlvr2",)),
     ]  # fmt: skip
     if not (synth / "tokenizer" / "tokenizer.json").is_file():
         tokenizer = [*python, "vlp.data.tokenizer", "--karpathy-json", str(karpathy_json),
                      "--out", str(synth / "tokenizer"), "--vocab-size", "1000",
                      "--vqa-questions", str(vqa_questions), "--nlvr2-jsonl", str(nlvr2_train)]  # fmt: skip
-        steps.append(PrepStep("tokenizer", tokenizer, needs=("synth captions", "synth vqa", "synth nlvr2")))
+        steps.append(Job("tokenizer", tokenizer, logs / "tokenizer.log",
+                         needs=("synth captions", "synth vqa", "synth nlvr2")))  # fmt: skip
     console.rule("data: vlp-synth -> vlp-shards coco / vqa / nlvr2 -> vlp-tokenizer")
-    run_steps(steps, synth / "logs", parallel=PARALLEL_RUNS)
+    for job, status, seconds in run_jobs(steps, PARALLEL_RUNS):
+        lines = job.log.read_text().strip().splitlines() or [""]
+        if status != 0:
+            tail = "\n".join(lines[-15:])
+            raise SystemExit(f"demo: {job.name} failed (exit {status}), see {job.log}:\n{tail}")
+        console.print(f"{job.name}: {seconds:.0f} s  {lines[-1]}", soft_wrap=True)
     return data_summary(shards)
-
-
-def run_steps(steps: list[PrepStep], log_dir: Path, parallel: int) -> None:
-    """Run the steps, ``parallel`` at a time, each as soon as what it needs is done (a need that is not
-    among the steps was done before); each step's output goes to ``log_dir/<name>.log``. Stops at the
-    first failure with its log's last lines."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    names = {step.name for step in steps}
-    finished: set[str] = set()
-    pending, running = list(steps), []
-    while pending or running:
-        for step in [s for s in pending if all(n in finished or n not in names for n in s.needs)]:
-            if len(running) >= parallel:
-                break
-            pending.remove(step)
-            log = log_dir / f"{step.name.replace(' ', '_')}.log"
-            with log.open("w") as out:
-                process = subprocess.Popen(step.command, stdout=out, stderr=subprocess.STDOUT)
-            running.append((step, process, log, time.monotonic()))
-        time.sleep(0.5)
-        for item in list(running):
-            step, process, log, started = item
-            if process.poll() is None:
-                continue
-            running.remove(item)
-            if process.returncode != 0:
-                tail = "\n".join(log.read_text().splitlines()[-15:])
-                raise SystemExit(f"demo: {step.name} failed (exit {process.returncode}), see {log}:\n{tail}")
-            finished.add(step.name)
-            last_line = (log.read_text().strip().splitlines() or [""])[-1]
-            console.print(f"{step.name}: {time.monotonic() - started:.0f} s  {last_line}", soft_wrap=True)
 
 
 def data_summary(shards: Path) -> dict[str, str]:
@@ -213,41 +220,26 @@ def run_finetunes(
 ) -> dict[tuple[str, str], dict]:
     """Every finetune from scratch and from ``checkpoint``; ``parallel`` runs at a time, each with an equal
     share of the CPU threads. Returns ``{(task, init): metrics}``; a failed run is reported, not fatal."""
-    jobs = []
+    jobs, keys = [], {}
     for finetune in FINETUNES:
         for init in ("scratch", "pretrained"):
             out = run_dir / "finetune" / f"{finetune.experiment.removeprefix('finetune_')}_{init}"
             start = [f"model.init_from={checkpoint}"] if init == "pretrained" else []
             command = vlp_train(f"experiment={finetune.experiment}", f"data_dir={data_dir}",
                                 f"hydra.run.dir={out}", *finetune.budget, *start)  # fmt: skip
-            jobs.append(((finetune.task, init), command, out))
+            jobs.append(Job(f"{finetune.task} from {init}", command, out / "stdout.log"))
+            keys[jobs[-1].name] = (finetune.task, init)
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     results: dict[tuple[str, str], dict] = {}
-    running: list[tuple[tuple[str, str], subprocess.Popen, Path, float]] = []
-    pending = list(jobs)
-    while pending or running:
-        while pending and len(running) < parallel:
-            key, command, out = pending.pop(0)
-            out.mkdir(parents=True, exist_ok=True)
-            log = (out / "stdout.log").open("w")
-            console.print(f"finetune {key[0]} from {key[1]} -> {out}")
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            running.append((key, process, out, time.monotonic()))
-        time.sleep(1.0)
-        for item in list(running):
-            key, process, out, started = item
-            if process.poll() is None:
-                continue
-            running.remove(item)
-            took = time.monotonic() - started
-            if process.returncode == 0 and (out / "metrics.json").is_file():
-                results[key] = json.loads((out / "metrics.json").read_text())
-                console.print(f"  {key[0]} from {key[1]}: done in {took:.0f} s")
-            else:
-                console.print(
-                    f"[red]  {key[0]} from {key[1]} failed after {took:.0f} s: see {out}/stdout.log[/red]"
-                )
+    console.print(f"{len(jobs)} runs, {parallel} at a time, logs in {run_dir / 'finetune'}/<task>_<init>/")
+    for job, status, seconds in run_jobs(jobs, parallel, env):
+        metrics = job.log.parent / "metrics.json"
+        if status == 0 and metrics.is_file():
+            results[keys[job.name]] = json.loads(metrics.read_text())
+            console.print(f"  {job.name}: done in {seconds:.0f} s")
+        else:
+            console.print(f"[red]  {job.name} failed after {seconds:.0f} s: see {job.log}[/red]")
     return results
 
 
