@@ -119,3 +119,19 @@ def test_image_config_must_be_set_before_loading(synth_data):
     datamodule = CaptionDataModule(root=str(synth_data.shards), tokenizer=str(synth_data.tokenizer))
     with pytest.raises(RuntimeError, match="set_image_config"):
         datamodule.train_dataloader()
+
+
+def test_an_overfitting_trainer_gets_the_same_first_batches_every_epoch(synth_data):
+    """debug=overfit trains on Lightning's first ``overfit_batches`` of each epoch: they must be the same
+    batches every epoch (a new pass would shuffle new images into them), or nothing can be overfitted."""
+    from types import SimpleNamespace
+
+    def first_image_ids(overfit_batches: float, epoch: int) -> list[int]:
+        datamodule = make_datamodule(synth_data)
+        datamodule.trainer = SimpleNamespace(
+            overfit_batches=overfit_batches, current_epoch=epoch, global_rank=0, world_size=1, training=True
+        )
+        return next(iter(datamodule.train_dataloader()))["image_id"].tolist()
+
+    assert first_image_ids(2, epoch=0) == first_image_ids(2, epoch=3)
+    assert first_image_ids(0, epoch=0) != first_image_ids(0, epoch=3)  # normal epochs are new passes

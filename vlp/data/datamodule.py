@@ -377,7 +377,12 @@ class ShardDataModule(pl.LightningDataModule):
         )
 
     def _current_epoch(self) -> int | None:
-        return self.trainer.current_epoch if self.trainer is not None else None
+        """The pass the training stream produces: the trainer's epoch, except when the trainer overfits
+        (``trainer.overfit_batches``, debug=overfit), where every epoch re-reads pass 0, so that its first
+        batches, the ones Lightning trains on, are the same batches every epoch."""
+        if self.trainer is None:
+            return None
+        return 0 if self.trainer.overfit_batches else self.trainer.current_epoch
 
     def _eval_dataloader(self, stage: str) -> DataLoader:
         rank, world_size = self._rank_and_world()
