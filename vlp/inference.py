@@ -137,10 +137,9 @@ class ExportedModel:
             raise ValueError(f"match takes aligned pairs: {len(images)} images but {len(texts)} texts")
         itm = self.head(ImageTextMatching, "match", "objectives.itm")
         probabilities = []
-        for start in range(0, len(images), self.batch_size):
-            stop = start + self.batch_size
-            image = self.model.encode_image(self.pixel_values(images[start:stop]))
-            text = self.model.encode_text(*self.text_inputs(texts[start:stop]))
+        for image_part, text_part in zip(self._batches(images), self._batches(texts), strict=True):
+            image = self.model.encode_image(self.pixel_values(image_part))
+            text = self.model.encode_text(*self.text_inputs(text_part))
             logits = itm.match_logits(self.model, text.tokens, text.attention_mask, image.tokens)
             probabilities.append(logits.float().softmax(dim=1)[:, 1].cpu())
         return torch.cat(probabilities) if probabilities else torch.zeros(0)
@@ -250,11 +249,10 @@ class ExportedModel:
             raise ValueError(f"task must be itm or vqa, got {task!r}")
         attentions = text_to_image_attentions(self.model.fusion)
         scores, grids, answers = [], [], []
-        for start in range(0, len(images), self.batch_size):
-            stop = start + self.batch_size
+        for image_part, text_part in zip(self._batches(images), self._batches(texts), strict=True):
             with torch.no_grad():
-                image = self.model.encode_image(self.pixel_values(images[start:stop]))
-                text = self.model.encode_text(*self.text_inputs(texts[start:stop]))
+                image = self.model.encode_image(self.pixel_values(image_part))
+                text = self.model.encode_text(*self.text_inputs(text_part))
             score, chosen = self._explained_score(task, text, image.tokens)
             part_scores, relevance = grad_cam(score, image.tokens, text.attention_mask, attentions, layers)
             if chosen is not None:
