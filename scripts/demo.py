@@ -26,6 +26,7 @@ from rich.table import Table
 from vlp.baselines import constant_caption_baseline, nlvr2_majority, retrieval_chance, vqa_prior_baselines
 from vlp.data.datamodule import NLVR2DataModule, VQADataModule
 from vlp.data.shards import INDEX_FILE, SplitIndex
+from vlp.explain import EXPLAIN_METHODS
 from vlp.metrics.nlvr2 import load_nlvr2_rows
 
 VQA_TRAIN_QUESTIONS = "v2_OpenEnded_mscoco_train2014_questions.json"
@@ -329,28 +330,35 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+HIT_RATE_KEYS = ("hit_rate", "chance_object", "chance_cell")
+
+
 def explain_and_plot(run_dir: Path, pretrain_dir: Path) -> str:
-    """vlp-export the pretrained checkpoint, vlp-explain it on synthetic probes (how often the ITM Grad-CAM
-    peaks on the one object the text names, against chance) and vlp-plot its training curves. Shown, not
-    a pass/fail claim. Returns the lines for results.md."""
-    console.rule("seeing: vlp-export -> vlp-explain --probes 200 (ITM Grad-CAM); vlp-plot")
+    """vlp-export the pretrained checkpoint, vlp-explain it on synthetic probes with each method (how often
+    the ITM heatmap peaks on the one object the text names, against chance) and vlp-plot its training
+    curves. Shown, not a pass/fail claim. Returns the lines for results.md."""
+    console.rule("seeing: vlp-export -> vlp-explain --probes 200 (ITM, Grad-CAM and occlusion); vlp-plot")
     export_dir, explain_dir = run_dir / "export", run_dir / "explain"
     python = [sys.executable, "-m"]
-    commands = [
-        [*python, "vlp.export", str(pretrain_dir / "checkpoints" / "last.ckpt"), str(export_dir)],
-        [*python, "vlp.explain", str(export_dir), "--probes", "200", "--out", str(explain_dir)],
-        [*python, "vlp.plot", str(pretrain_dir)],
-    ]
+    commands = [[*python, "vlp.export", str(pretrain_dir / "checkpoints" / "last.ckpt"), str(export_dir)]]
+    commands += [[*python, "vlp.explain", str(export_dir), "--probes", "200", "--method", method,
+                  "--out", str(explain_dir / method)] for method in EXPLAIN_METHODS]  # fmt: skip
+    commands += [[*python, "vlp.plot", str(pretrain_dir)]]
     for command in commands:
         if subprocess.run(command).returncode != 0:
             return f"- `{' '.join(command[2:])}` failed"
-    result = json.loads((explain_dir / "hit_rate.json").read_text())
-    line = (f"- ITM Grad-CAM peak on the named object's cell: {100 * result['hit_rate']:.1f} % of "
-            f"{int(result['probes'])} synthetic scenes (chance: {100 * result['chance_object']:.1f} % for a "
-            f"random object of the scene, {100 * result['chance_cell']:.1f} % for a random cell); "
-            f"examples in {explain_dir}/\n- training curves: {pretrain_dir / 'curves.png'}")  # fmt: skip
-    console.print(line)
-    return line
+    lines = []
+    for method, name in (("gradcam", "Grad-CAM"), ("occlusion", "occlusion")):
+        result = json.loads((explain_dir / method / "hit_rate.json").read_text())
+        hit, chance_object, chance_cell = (100 * result[key] for key in HIT_RATE_KEYS)
+        lines.append(
+            f"- ITM {name} peak on the named object's cell: {hit:.1f} % of {int(result['probes'])} synthetic "
+            f"scenes (chance: {chance_object:.1f} % for a random object of the scene, {chance_cell:.1f} % "
+            f"for a random cell); examples in {explain_dir / method}/"
+        )
+    lines.append(f"- training curves: {pretrain_dir / 'curves.png'}")
+    console.print("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main() -> int:

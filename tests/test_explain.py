@@ -12,6 +12,8 @@ from vlp.explain import (
     ExplainError,
     grad_cam,
     heatmap_image,
+    occlusion,
+    occlusion_window,
     patch_grid,
     peak_cell,
     text_to_image_attentions,
@@ -124,6 +126,38 @@ def test_vlp_plot_draws_the_losses_and_the_monitor_of_a_run(tmp_path):
     assert vlp_plot([str(tmp_path / "empty")]) == 2
 
 
+def _bright_square_score(pixels):
+    """A stand-in for a model's score: how bright channel 0 is in rows 8-15, columns 24-31 (the 'object')."""
+    return pixels[:, 0, 8:16, 24:32].mean(dim=(1, 2))
+
+
+def test_occlusion_maps_how_much_the_score_drops_under_each_window():
+    torch.manual_seed(0)
+    pixels = torch.rand(2, 3, 32, 32) * 0.1
+    pixels[:, 0, 8:16, 24:32] = 1.0  # the object the score needs
+    scores, grid = occlusion(_bright_square_score, pixels, window=8, stride=8)
+    torch.testing.assert_close(scores, _bright_square_score(pixels))
+    assert grid.shape == (2, 4, 4) and (grid >= 0).all()
+    assert peak_cell(grid[0], 4) == (1, 3)  # the block that holds the object
+    # with stride == window each block is one window: its value is the drop when that block alone is
+    # filled with the image's per-channel median
+    fill = pixels.flatten(2).median(dim=2).values
+    for row, col in [(1, 3), (0, 0), (2, 1)]:
+        hidden = pixels.clone()
+        hidden[:, :, 8 * row : 8 * row + 8, 8 * col : 8 * col + 8] = fill[:, :, None, None]
+        drop = (scores - _bright_square_score(hidden)).clamp(min=0)
+        torch.testing.assert_close(grid[:, row, col], drop)
+    # overlapping windows: a 7x7 sweep in 4 px blocks, and the same map however many windows run per call
+    _, fine = occlusion(_bright_square_score, pixels, window=8, stride=4, max_batch=64)
+    _, one_at_a_time = occlusion(_bright_square_score, pixels, window=8, stride=4, max_batch=1)
+    assert fine.shape == (2, 8, 8) and peak_cell(fine[1], 4) == (1, 3)
+    torch.testing.assert_close(fine, one_at_a_time)
+    with pytest.raises(ExplainError, match="stride <= window"):
+        occlusion(_bright_square_score, pixels, window=4, stride=8)
+    assert occlusion_window(64) == (16, 8) and occlusion_window(384) == (96, 48)
+    assert occlusion_window(64, window=20) == (20, 10) and occlusion_window(64, 20, 5) == (20, 5)
+
+
 # --- through vlp.load and vlp-explain ----------------------------------------------------------------
 
 
@@ -159,6 +193,28 @@ def test_an_export_explains_its_itm_scores_patch_by_patch(exported, synth_data):
         model.explain(images[:1], ["What color is the circle?"], task="vqa")
 
 
+def test_an_export_explains_its_itm_scores_by_occlusion(exported, synth_data):
+    _, model = exported
+    images = open_images(sorted(caption_image_files(synth_data).values())[:3])
+    texts = ["A red circle.", "Two blue squares and a green triangle.", "A white diamond on the left."]
+    explanation = model.explain(images, texts, method="occlusion")
+    assert explanation.method == "occlusion" and explanation.grids.shape == (3, 8, 8)  # 16 px windows, 8 px
+    torch.testing.assert_close(explanation.scores, model.explain(images, texts).scores, atol=1e-5, rtol=1e-5)
+    # batches of 2 and 1 (several window positions per call either way): the same maps
+    model.batch_size, batch_size = 2, model.batch_size
+    try:
+        torch.testing.assert_close(model.explain(images, texts, method="occlusion").grids, explanation.grids)
+    finally:
+        model.batch_size = batch_size
+    assert model.explain(images[:1], texts[:1], method="occlusion", window=32).grids.shape == (1, 4, 4)
+    with pytest.raises(ExplainError, match="window and stride set the occlusion"):
+        model.explain(images[:1], texts[:1], window=8)
+    with pytest.raises(ExplainError, match="layers choose Grad-CAM"):
+        model.explain(images[:1], texts[:1], method="occlusion", layers=[0])
+    with pytest.raises(ValueError, match="method must be one of gradcam, occlusion"):
+        model.explain(images[:1], texts[:1], method="saliency")
+
+
 def test_vlp_explain_writes_a_heatmap_and_scores_synthetic_probes(exported, synth_data, tmp_path, capsys):
     from vlp.explain import main as vlp_explain
 
@@ -172,6 +228,12 @@ def test_vlp_explain_writes_a_heatmap_and_scores_synthetic_probes(exported, synt
     result = json.loads((tmp_path / "probes" / "hit_rate.json").read_text())
     assert result["probes"] == 6 and 0.0 <= result["hit_rate"] <= 1.0 and result["chance_cell"] == 1 / 9
     assert len(list((tmp_path / "probes").glob("probe*.png"))) == 6
+    occluded = ["--probes", "4", "--method", "occlusion", "--out", str(tmp_path / "o")]
+    assert vlp_explain([str(folder), *occluded]) == 0
+    result = json.loads((tmp_path / "o" / "hit_rate.json").read_text())
+    assert result["method"] == "occlusion" and result["probes"] == 4
+    assert vlp_explain([str(folder), "--probes", "2", "--window", "8"]) == 2  # Grad-CAM has no window
+    assert "window and stride set the occlusion" in capsys.readouterr().err
     assert vlp_explain([str(tmp_path / "no-export"), "--probes", "2"]) == 2
     assert "not a vlp-export folder" in capsys.readouterr().err
 

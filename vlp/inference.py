@@ -11,6 +11,7 @@ heads, vlp.model.generation), so scores equal what ``vlp-eval`` computes for the
     model.answer(image, "what colour is the circle?")  # with a VQA head
     model.caption(image)  # with a captioning head
     model.explain([image], ["a red circle"]).heatmap(0)  # what the ITM decision rests on (vlp.explain)
+    model.explain([image], ["a red circle"], method="occlusion")  # the same, by hiding parts of the image
 """
 
 from __future__ import annotations
@@ -31,7 +32,16 @@ from vlp.data.datamodule import eval_image_transform
 from vlp.data.images import to_rgb
 from vlp.evaluation.captioning import decode_captions
 from vlp.evaluation.retrieval import rerank_scores
-from vlp.explain import grad_cam, heatmap_image, patch_grid, text_to_image_attentions
+from vlp.explain import (
+    EXPLAIN_METHODS,
+    ExplainError,
+    grad_cam,
+    heatmap_image,
+    occlusion,
+    occlusion_window,
+    patch_grid,
+    text_to_image_attentions,
+)
 from vlp.export import (
     ANSWERS_FILE,
     CONFIG_FILE,
@@ -238,29 +248,61 @@ class ExportedModel:
         texts: Sequence[str],
         task: str = "itm",
         layers: list[int] | None = None,
+        method: str = "gradcam",
+        window: int | None = None,
+        stride: int | None = None,
     ) -> Explanation:
-        """Where in each image the decision about its text looks: Grad-CAM over the fusion's
-        text-to-image cross-attention (vlp.explain), averaged over ``layers`` (default: all). ``task``:
-        ``itm`` explains the match logit of (image, text); ``vqa`` explains the logit of the answer the
-        VQA head gives to the question ``text``."""
+        """Where in each image the decision about its text looks (vlp.explain). ``task``: ``itm`` explains
+        the match logit of (image, text); ``vqa`` explains the logit of the answer the VQA head gives to
+        the question ``text``. ``method``: ``gradcam`` (Grad-CAM over the fusion's text-to-image
+        cross-attention, averaged over ``layers``, default all; a map over the patches) or ``occlusion``
+        (the score's drop under a sliding ``window`` moved by ``stride`` pixels of the model's input,
+        default a quarter of the image and half of that; a map over ``stride`` blocks)."""
         if len(images) != len(texts):
             raise ValueError(f"explain takes aligned pairs: {len(images)} images but {len(texts)} texts")
         if task not in ("itm", "vqa"):
             raise ValueError(f"task must be itm or vqa, got {task!r}")
-        attentions = text_to_image_attentions(self.model.fusion)
+        if method not in EXPLAIN_METHODS:
+            raise ValueError(f"method must be one of {', '.join(EXPLAIN_METHODS)}, got {method!r}")
+        if method == "gradcam" and (window is not None or stride is not None):
+            raise ExplainError("window and stride set the occlusion method; Grad-CAM's map is the patch grid")
+        if method == "occlusion" and layers is not None:
+            raise ExplainError("layers choose Grad-CAM's cross-attention layers; occlusion has none")
+        # Grad-CAM reads the text-to-image cross-attention (and refuses fusions without one); occlusion
+        # only needs the explained score
+        attentions = text_to_image_attentions(self.model.fusion) if method == "gradcam" else []
         scores, grids, answers = [], [], []
         for image_part, text_part in zip(self._batches(images), self._batches(texts), strict=True):
+            pixels = self.pixel_values(image_part)
             with torch.no_grad():
-                image = self.model.encode_image(self.pixel_values(image_part))
+                image = self.model.encode_image(pixels)
                 text = self.model.encode_text(*self.text_inputs(text_part))
             score, chosen = self._explained_score(task, text, image.tokens)
-            part_scores, relevance = grad_cam(score, image.tokens, text.attention_mask, attentions, layers)
+            if method == "gradcam":
+                mask = text.attention_mask
+                part_scores, relevance = grad_cam(score, image.tokens, mask, attentions, layers)
+                grid = patch_grid(relevance.float().cpu(), self.model.vision.prefix_tokens)
+            else:
+                window_px, stride_px = occlusion_window(min(pixels.shape[-2:]), window, stride)
+                part_scores, grid = occlusion(
+                    self._pixel_score(score, len(pixels)), pixels, window_px, stride_px, self.batch_size
+                )
             if chosen is not None:
                 answers += [self.answers[int(i)] for i in chosen]
             scores.append(part_scores.float().cpu())
-            grids.append(patch_grid(relevance.float().cpu(), self.model.vision.prefix_tokens))
+            grids.append(grid.float().cpu())
         return Explanation(list(images), list(texts), torch.cat(scores), torch.cat(grids),
-                           answers if task == "vqa" else None)  # fmt: skip
+                           answers if task == "vqa" else None, method)  # fmt: skip
+
+    def _pixel_score(self, score: Callable[[Tensor], Tensor], batch: int) -> Callable[[Tensor], Tensor]:
+        """``score`` of image tokens as a function of pixels, for ``k`` stacked copies of a batch of
+        ``batch`` (as vlp.explain.occlusion evaluates several window positions in one call)."""
+
+        def pixel_score(pixels: Tensor) -> Tensor:
+            image_tokens = self.model.encode_image(pixels).tokens
+            return torch.cat([score(copy) for copy in image_tokens.split(batch)])
+
+        return pixel_score
 
     def _explained_score(
         self, task: str, text: TextEncoding, image_tokens: Tensor
@@ -283,13 +325,14 @@ class ExportedModel:
 
 
 class Explanation(NamedTuple):
-    """Grad-CAM of each (image, text) pair over the image patches (see vlp.explain)."""
+    """What each (image, text) decision rests on, as a map over the image (see vlp.explain)."""
 
     images: list[Image.Image]
     texts: list[str]
     scores: Tensor  # [N]: the ITM match logit, or the VQA logit of ``answers``
-    grids: Tensor  # [N, rows, cols]: relevance of each image patch, >= 0
+    grids: Tensor  # [N, rows, cols], >= 0: Grad-CAM per image patch, or occlusion per stride block
     answers: list[str] | None  # VQA: the answer each map explains
+    method: str = "gradcam"
 
     def heatmap(self, index: int, alpha: float = 0.5) -> Image.Image:
         """Image ``index`` with its map laid over it (red: what the decision rests on)."""
