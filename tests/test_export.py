@@ -389,3 +389,40 @@ def test_a_captioning_export_writes_the_captions_the_finetuned_run_wrote(synth_d
     assert len(greedy) == len(written) == 8
     assert greedy == [row["caption"] for row in written]  # the experiment decodes greedily, as here
     assert isinstance(beam, str)
+
+
+def test_a_run_whose_data_folder_moved_exports_with_data_dir(pretraining, synth_data, tmp_path, capsys):
+    """The run config holds resolved paths under its data_dir: --data-dir moves them all, and the export
+    is the same as from the original folder; without it the error says what to pass."""
+    import shutil
+    import stat
+
+    from vlp.export import main
+
+    run, out, model = pretraining
+    moved = tmp_path / "moved_data"
+    shutil.copytree(synth_data.root / "synth" / "tokenizer", moved / "synth" / "tokenizer")
+    config = OmegaConf.load(out.parent / "run" / "config.yaml")
+    config.data.tokenizer = config.data.tokenizer.replace(str(synth_data.root), str(tmp_path / "gone"))
+    config.data_dir = str(tmp_path / "gone")
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    with pytest.raises(SystemExit):
+        main([str(run.checkpoint), str(tmp_path / "a"), "--config", str(tmp_path / "config.yaml")])
+    assert "cannot be loaded" in capsys.readouterr().err and not (tmp_path / "a").exists()
+
+    main([str(run.checkpoint), str(tmp_path / "b"), "--config", str(tmp_path / "config.yaml"),
+          "--data-dir", str(moved)])  # fmt: skip
+    assert (tmp_path / "b" / "tokenizer").is_dir()
+    from safetensors.torch import load_file
+
+    moved_weights = load_file(tmp_path / "b" / "model.safetensors")
+    weights = load_file(out / "model.safetensors")
+    assert moved_weights.keys() == weights.keys()
+    assert all(torch.equal(moved_weights[name], weights[name]) for name in weights)
+    # the weights are as readable as the other files (safetensors alone would leave them 0600)
+    files = [path for path in (tmp_path / "b").iterdir() if path.is_file()]
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
+    assert len(set(modes.values())) == 1, modes
+    with pytest.raises(SystemExit):
+        main([str(run.checkpoint), str(tmp_path / "c"), "--data-dir", str(tmp_path / "nowhere")])
+    assert "--data-dir" in (err := capsys.readouterr().err) and "no such folder" in err

@@ -1,9 +1,10 @@
 """vlp-export: a training checkpoint -> a self-contained folder that ``vlp.load`` serves.
 
-Usage: ``vlp-export CKPT OUT [--config RUN/config.yaml]``. ``CKPT`` is a Lightning checkpoint of a
-vlp-train or vlp-eval run (or a state dict / safetensors file of one); its run config is read from
-``--config``, else from ``config.yaml`` next to the checkpoint or in the run folder above
-``checkpoints/``. ``OUT`` must not exist or be empty. It receives:
+Usage: ``vlp-export CKPT OUT [--config RUN/config.yaml] [--data-dir DIR]``. ``CKPT`` is a Lightning
+checkpoint of a vlp-train or vlp-eval run (or a state dict / safetensors file of one); its run config is
+read from ``--config``, else from ``config.yaml`` next to the checkpoint or in the run folder above
+``checkpoints/``. The tokenizer (and VQA answers) are read from the run's data folder; when it has moved
+since training, ``--data-dir`` names where it is now. ``OUT`` must not exist or be empty. It receives:
 
 - ``model.safetensors``: the model and the heads that serve inference (ITM, VQA, NLVR2, captioning);
   no optimizer state and nothing that exists only to train (ITC's temperature, momentum copies and
@@ -142,13 +143,41 @@ def _read_config(checkpoint: Path, config_path: Path | None) -> tuple[DictConfig
     return config, config_path
 
 
-def export(checkpoint: str | Path, out: str | Path, config_path: str | Path | None = None) -> Path:
-    """Write the export folder ``out`` for ``checkpoint`` (see the module docstring); returns ``out``."""
+def moved_data_dir(data: DictConfig, old: str, new: str) -> DictConfig:
+    """The run's (resolved) data config with every path under its old ``data_dir`` moved under ``new``."""
+    old_root = Path(old)
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str) and Path(value).is_relative_to(old_root):
+            return str(Path(new) / Path(value).relative_to(old_root))
+        if isinstance(value, dict):
+            return {key: move(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+
+    return OmegaConf.create(move(OmegaConf.to_container(data, resolve=True)))
+
+
+def export(
+    checkpoint: str | Path,
+    out: str | Path,
+    config_path: str | Path | None = None,
+    data_dir: str | Path | None = None,
+) -> Path:
+    """Write the export folder ``out`` for ``checkpoint`` (see the module docstring); returns ``out``.
+    ``data_dir``: where the run's data folder is now, when it has moved since training."""
     checkpoint, out = Path(checkpoint), Path(out)
     _check_output(out)
     if not checkpoint.is_file():
         raise ExportError(f"{checkpoint}: no such checkpoint file")
     run_config, config_path = _read_config(checkpoint, Path(config_path) if config_path else None)
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise ExportError(f"--data-dir {data_dir}: no such folder")
+        if not run_config.get("data_dir"):
+            raise ExportError(f"{config_path} has no data_dir to move: edit its data paths instead")
+        run_config.data = moved_data_dir(run_config.data, str(run_config.data_dir), str(data_dir))
     try:
         state = read_state_dict(checkpoint)  # torch.load(weights_only=True), or safetensors
     except ValueError as error:
@@ -160,7 +189,7 @@ def export(checkpoint: str | Path, out: str | Path, config_path: str | Path | No
     except OSError as error:
         raise ExportError(
             f"data.tokenizer={run_config.data.tokenizer} of {config_path} cannot be loaded, and the export "
-            f"copies it ({str(error).splitlines()[0]})"
+            f"copies it ({str(error).splitlines()[0]}); if the data folder has moved, pass --data-dir"
         ) from None
     config = OmegaConf.create(
         {
@@ -175,7 +204,9 @@ def export(checkpoint: str | Path, out: str | Path, config_path: str | Path | No
     try:
         modules = build_inference_modules(config, datamodule)
     except FileNotFoundError as error:  # a VQA head without its answers.json
-        raise ExportError(f"{error} (the export copies the answer vocabulary)") from None
+        raise ExportError(
+            f"{error} (the export copies the answer vocabulary: if the data folder moved, pass --data-dir)"
+        ) from None
     _load_checkpoint_tensors(modules, state, checkpoint, config_path)
     datamodule.set_image_config(modules.model.vision.image_size, modules.model.vision.mean,
                                 modules.model.vision.std)  # fmt: skip
@@ -224,6 +255,9 @@ def _write_folder(
     partial.mkdir(parents=True)
     save_model(modules, str(partial / WEIGHTS_FILE), metadata={"format": "pt", "vlp_export": "1"})
     (partial / CONFIG_FILE).write_text(OmegaConf.to_yaml(config))
+    # safetensors writes through a private temporary file (mode 0600); share the weights as the other
+    # files are shared, by the user's umask
+    shutil.copymode(partial / CONFIG_FILE, partial / WEIGHTS_FILE)
     tokenizer.save_pretrained(partial / TOKENIZER_DIR)
     (partial / IMAGE_PROCESSING_FILE).write_text(json.dumps(image_settings, indent=2) + "\n")
     if answers is not None:
@@ -242,9 +276,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--config", type=Path, default=None, help=f"the run's {CONFIG_FILE} (default: found beside CKPT)"
     )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="where the run's data folder is now, if it has moved"
+    )
     args = parser.parse_args(argv)
     try:
-        out = export(args.checkpoint, args.out, args.config)
+        out = export(args.checkpoint, args.out, args.config, args.data_dir)
     except ExportError as error:
         print(f"vlp-export: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
