@@ -372,6 +372,45 @@ def test_a_vqa_export_answers_as_the_finetuned_run_predicted(synth_data, synth_v
 
 
 @pytest.mark.slow
+def test_an_nlvr2_export_verifies_as_the_finetuned_run_predicts(synth_data, synth_nlvr2, tmp_path):
+    """verify(left, right, statement) on the raw dev files equals the probability the finetuned run's own
+    system gives the same rows through its datamodule, and agrees with the run's predictions file."""
+    from vlp.build import build_run
+    from vlp.data.convert.nlvr2 import pair_image_paths
+    from vlp.metrics.nlvr2 import load_nlvr2_rows
+
+    run_dir = tmp_path / "run"
+    vlp_train(synth_data, run_dir, "experiment=finetune_nlvr2", "debug=limit", "trainer.max_epochs=1",
+              "data.batch_size=8", "data.eval_batch_size=8", "system.scheduler.warmup_steps=2")  # fmt: skip
+    run = build_run(OmegaConf.load(run_dir / "config.yaml"))
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    run.system.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
+    run.system.eval()
+    batch = next(iter(run.datamodule.val_dataloader()))
+    with torch.no_grad():
+        pixels = batch["pixel_values"].flatten(0, 1)  # [B, 2, ...] -> left0, right0, left1, ...
+        encoded = run.system.model.encode(pixels, batch["input_ids"], batch["attention_mask"])
+        logits = run.system.objectives["nlvr2"].logits(encoded, run.system.model)
+    expected = logits.softmax(dim=1)[:, 1]
+    assert float(expected.max() - expected.min()) > 1e-4  # the rows score differently: the check can fail
+
+    rows = {row["identifier"]: row for row in load_nlvr2_rows(synth_nlvr2.raw / "data" / "dev.json")}
+    calls = [
+        (*map(str, pair_image_paths(synth_nlvr2.raw / "images", "dev", rows[identifier])),
+         rows[identifier]["sentence"])
+        for identifier in batch["identifier"]
+    ]  # fmt: skip
+    vlp_export(checkpoint, tmp_path / "export")
+    probabilities = in_fresh_process(
+        tmp_path / "export", f"[model.verify(Image.open(l), Image.open(r), s) for l, r, s in {calls!r}]"
+    )
+    assert torch.allclose(torch.tensor(probabilities), expected, atol=1e-5, rtol=0)
+    csv_lines = (run_dir / "predictions" / "nlvr2_val_predictions.csv").read_text().split()
+    predicted = dict(line.split(",") for line in csv_lines)
+    assert [str(p > 0.5) for p in probabilities] == [predicted[i] for i in batch["identifier"]]
+
+
+@pytest.mark.slow
 def test_a_captioning_export_writes_the_captions_the_finetuned_run_wrote(synth_data, tmp_path):
     run_dir = tmp_path / "run"
     vlp_train(synth_data, run_dir, "experiment=finetune_captioning", "debug=limit", "trainer.max_epochs=1",

@@ -9,6 +9,7 @@ heads, vlp.model.generation), so scores equal what ``vlp-eval`` computes for the
     model.match([image], ["a red circle left of a blue square"])  # tensor([0.93])
     model.retrieve("a red circle", gallery_images, k=5, rerank_k=16)
     model.answer(image, "what colour is the circle?")  # with a VQA head
+    model.verify(left, right, "both images contain a circle")  # with an NLVR2 head: P(true)
     model.caption(image)  # with a captioning head
     model.explain([image], ["a red circle"]).heatmap(0)  # what the ITM decision rests on (vlp.explain)
     model.explain([image], ["a red circle"], method="occlusion")  # the same, by hiding parts of the image
@@ -54,6 +55,7 @@ from vlp.export import (
 )
 from vlp.objectives.captioning import Captioning
 from vlp.objectives.itm import ImageTextMatching
+from vlp.objectives.nlvr2 import NLVR2PairClassification
 from vlp.objectives.vqa import VQAClassification
 from vlp.types import CONTRASTIVE, Encoded, ImageEncoding, TextEncoding
 
@@ -231,6 +233,15 @@ class ExportedModel:
         assert self.answers is not None, "a VQA export has answers.json"
         encoded = self.model.encode(self.pixel_values([image]), *self.text_inputs([question]))
         return self.answers[int(vqa.logits(encoded, self.model).argmax(dim=1)[0])]
+
+    @torch.no_grad()
+    def verify(self, left: Image.Image, right: Image.Image, statement: str) -> float:
+        """NLVR2: the probability that ``statement`` is true of the image pair (left, right), from the
+        pair classifier (each image fused with the statement, the two pooled states together)."""
+        nlvr2 = self.head(NLVR2PairClassification, "verify", "objectives=[nlvr2] (experiment=finetune_nlvr2)")
+        # the pair's images one after the other, as the system flattens pixel_values [B, 2, 3, H, W]
+        encoded = self.model.encode(self.pixel_values([left, right]), *self.text_inputs([statement]))
+        return float(nlvr2.logits(encoded, self.model).float().softmax(dim=1)[0, 1])
 
     @torch.no_grad()
     def caption(self, image: Image.Image, num_beams: int | None = None) -> str:
