@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from optuna.trial import TrialState
 
@@ -41,9 +41,10 @@ def counted_trials(study: optuna.Study) -> int:
 
 def trial_value(job: JobReturn) -> tuple[float | None, str | None]:
     """The job's objective, or None and why it has none."""
-    if job.status == JobStatus.FAILED:
-        return None, f"the job raised {job._return_value!r}"
-    value = job.return_value
+    try:
+        value = job.return_value  # re-raises what a failed job raised
+    except Exception as error:
+        return None, f"the job raised {error!r}"
     if value is None:
         return None, "the job returned no value (the monitor metric was not logged, or not finite)"
     value = float(value)
