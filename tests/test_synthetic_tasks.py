@@ -15,9 +15,11 @@ from PIL import Image
 
 from vlp.data.synthetic import COLOURS, NUMBER_WORDS, SHAPES, SceneObject, main, sample_scene
 from vlp.data.synthetic_tasks import (
+    STATEMENT_TEMPLATES,
     generate_nlvr2_benchmark,
     generate_vqa_benchmark,
     nlvr2_sets,
+    nlvr2_template,
     relation_holds,
     vqa_image,
 )
@@ -402,3 +404,15 @@ def test_each_task_draws_its_own_scenes():
     """The same --seed must not give VQA the captions' pictures (NumPy pads short seeds with zeros)."""
     same = sum(sample_scene(np.random.default_rng([0, i])) == vqa_image(0, i).objects for i in range(200))
     assert same <= 2
+
+
+def test_nlvr2_template_reads_back_the_template_of_every_statement():
+    rng = np.random.default_rng(SEED)
+    for template in STATEMENT_TEMPLATES:
+        name = template.__name__.removeprefix("_").removesuffix("_statement")
+        for _ in range(60):
+            text = template(rng).text
+            assert nlvr2_template(text) == name, text
+            assert nlvr2_template(text.lower()) == name  # as a lower-casing tokenizer gives it back
+    with pytest.raises(ValueError, match="exactly one synthetic NLVR2 template"):
+        nlvr2_template("There are two dogs.")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -578,6 +579,37 @@ STATEMENT_TEMPLATES: tuple[Callable[[np.random.Generator], Statement], ...] = (
     _side_has_statement,
     _relation_statement,
 )
+
+
+# The template that wrote a statement, read back from its text (rows keep only the sentence), for
+# accuracy per kind of statement: `python scripts/nlvr2_by_template.py`. Keys are the template functions'
+# names without ``_`` and ``_statement``; re.IGNORECASE because tokenizers may lower-case.
+_SIDE = r"(left|right)"
+NLVR2_TEMPLATE_PATTERNS = {
+    "exact_count": rf"The {_SIDE} image contains exactly (one|two) \w+\.",
+    "more": rf"(There are more objects in the {_SIDE} image than in the {_SIDE} image"
+    rf"|The {_SIDE} image contains more shapes than the {_SIDE} image)\.",
+    "both": r"(Both images contain a|Each image contains at least one) \w+( \w+)?\.",
+    "exactly_one": r"Exactly one image contains a \w+( \w+)?\.",
+    "neither": r"Neither image contains a \w+ \w+\.",
+    "total": r"(There are exactly \w+ objects in total|The two images show \w+ shapes in all)\.",
+    "same_number": r"(Both images contain the same number of objects|The two images show the same number "
+    r"of shapes)\.",
+    "side_has": rf"The {_SIDE} image (contains|shows) a \w+ \w+\.",
+    "relation": rf"In the {_SIDE} image, a \w+ shape is [\w ]+ a \w+\.",
+}
+
+
+def nlvr2_template(sentence: str) -> str:
+    """Name of the statement template (a key of NLVR2_TEMPLATE_PATTERNS) that wrote ``sentence``."""
+    found = [
+        name
+        for name, pattern in NLVR2_TEMPLATE_PATTERNS.items()
+        if re.fullmatch(pattern, sentence.strip(), re.IGNORECASE)
+    ]
+    if len(found) != 1:
+        raise ValueError(f"not the sentence of exactly one synthetic NLVR2 template ({found}): {sentence!r}")
+    return found[0]
 
 
 def _balanced_targets(n_pairs: int, rng: np.random.Generator) -> list[bool]:
