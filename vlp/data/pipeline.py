@@ -123,11 +123,18 @@ class StreamContext:
                 "items": items}  # fmt: skip
 
     def seed_sample(self, source: int, index: int) -> None:
-        """Seed the worker's global RNGs (which timm's random augmentations draw from) from the sample's
-        place in the stream, so that a sample is augmented alike however the stream got to it."""
+        """Seed the worker's global RNGs (which timm's random augmentations and the collator's caption
+        choice and MLM masks draw from) from the sample's place in the stream, so that a sample is
+        augmented alike however the stream got to it.
+
+        Only the CPU generator: every draw of the pipeline is on the CPU. ``torch.manual_seed`` would
+        also seed every accelerator; in a worker, where CUDA is never initialised, it queues that seeding
+        with a formatted stack trace each time (about 0.5 ms a sample, more than the tar reading), and
+        with num_workers=0 it would reseed the GPU in the middle of the training process (which
+        vlp.callbacks.StepSeed reseeds before every batch anyway)."""
         seed = zlib.crc32(f"{self.seed}/{self.pass_index}/{self.identity}/{source}/{index}".encode())
         random.seed(seed)
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
 
 
 class ResumableEpochs(torch.utils.data.IterableDataset):
