@@ -36,6 +36,7 @@ import torch
 import webdataset as wds
 
 from vlp.data.samples import BadSample
+from vlp.data.tars import TarShardSamples
 
 log = logging.getLogger(__name__)
 
@@ -438,5 +439,6 @@ class MixedStreams(torch.utils.data.IterableDataset):
 
 
 def shard_samples(urls_stage: Any, counter: SkipCounter) -> list[Any]:
-    """The first stages of every stream: a shard-url source, then its tar members grouped into samples."""
-    return [urls_stage, wds.tarfile_to_samples(handler=TarErrorHandler(counter))]
+    """The first stages of every stream: a shard-url source, then its tar members grouped into samples
+    (as ``wds.tarfile_to_samples`` groups them; see vlp.data.tars for why the members are read there)."""
+    return [urls_stage, TarShardSamples(handler=TarErrorHandler(counter))]
