@@ -334,6 +334,7 @@ def markdown_table(rows: list[list[str]]) -> str:
 
 
 HIT_RATE_KEYS = ("hit_rate", "chance_object", "chance_cell")
+METHOD_NAMES = {"gradcam": "Grad-CAM", "occlusion": "occlusion"}  # one per vlp.explain.EXPLAIN_METHODS
 
 
 def explain_and_plot(run_dir: Path, pretrain_dir: Path) -> str:
@@ -351,7 +352,8 @@ def explain_and_plot(run_dir: Path, pretrain_dir: Path) -> str:
         if subprocess.run(command).returncode != 0:
             return f"- `{' '.join(command[2:])}` failed"
     lines = []
-    for method, name in (("gradcam", "Grad-CAM"), ("occlusion", "occlusion")):
+    for method in EXPLAIN_METHODS:
+        name = METHOD_NAMES[method]
         result = json.loads((explain_dir / method / "hit_rate.json").read_text())
         hit, chance_object, chance_cell = (100 * result[key] for key in HIT_RATE_KEYS)
         lines.append(
