@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vlp.data.datamodule import CaptionDataModule
-from vlp.data.pipeline import EveryNthSample
+from vlp.data.pipeline import EveryNthSample, ReadInBursts
 
 
 def make_datamodule(synth_data, **kwargs) -> CaptionDataModule:
@@ -135,3 +135,21 @@ def test_an_overfitting_trainer_gets_the_same_first_batches_every_epoch(synth_da
 
     assert first_image_ids(2, epoch=0) == first_image_ids(2, epoch=3)
     assert first_image_ids(0, epoch=0) != first_image_ids(0, epoch=3)  # normal epochs are new passes
+
+
+def test_read_in_bursts_passes_every_sample_in_order_pulling_upstream_a_burst_at_a_time():
+    pulled = []
+
+    def upstream():
+        for index in range(10):
+            pulled.append(index)
+            yield {"index": index}
+
+    for size in (1, 3, 128):
+        pulled.clear()
+        stream = ReadInBursts(size)(upstream())
+        assert next(stream) == {"index": 0}
+        assert len(pulled) == min(size, 10)  # the first burst is read before the first sample leaves
+        assert [sample["index"] for sample in stream] == list(range(1, 10))
+    with pytest.raises(ValueError, match="at least 1"):
+        ReadInBursts(0)
