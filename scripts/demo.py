@@ -221,32 +221,62 @@ def vlp_train(*overrides: str) -> list[str]:
     return [str(Path(sys.executable).with_name("vlp-train")), *overrides]
 
 
-def run_finetunes(
-    data_dir: Path, run_dir: Path, checkpoint: Path, parallel: int
-) -> dict[tuple[str, str], dict]:
-    """Every finetune from scratch and from ``checkpoint``; ``parallel`` runs at a time, each with an equal
-    share of the CPU threads. Returns ``{(task, init): metrics}``; a failed run is reported, not fatal."""
-    jobs, keys = [], {}
+def finetune_jobs(data_dir: Path, run_dir: Path, checkpoint: Path) -> dict[str, tuple[Job, tuple[str, str]]]:
+    """Every finetune from scratch and from ``checkpoint``: job name -> (job, (task, init))."""
+    jobs = {}
     for finetune in FINETUNES:
         for init in ("scratch", "pretrained"):
             out = run_dir / "finetune" / f"{finetune.experiment.removeprefix('finetune_')}_{init}"
             start = [f"model.init_from={checkpoint}"] if init == "pretrained" else []
             command = vlp_train(f"experiment={finetune.experiment}", f"data_dir={data_dir}",
                                 f"hydra.run.dir={out}", *finetune.budget, *start)  # fmt: skip
-            jobs.append(Job(f"{finetune.task} from {init}", command, out / "stdout.log"))
-            keys[jobs[-1].name] = (finetune.task, init)
+            job = Job(f"{finetune.task} from {init}", command, out / "stdout.log")
+            jobs[job.name] = (job, (finetune.task, init))
+    return jobs
+
+
+def seeing_jobs(run_dir: Path, pretrain_dir: Path) -> list[Job]:
+    """vlp-export the pretrained checkpoint, vlp-explain it on 200 synthetic probes with each method, and
+    vlp-plot its training curves."""
+    python = [sys.executable, "-m"]
+    export_dir, explain_dir, logs = run_dir / "export", run_dir / "explain", run_dir / "logs"
+    export = Job("export", [*python, "vlp.export", str(pretrain_dir / "checkpoints" / "last.ckpt"),
+                            str(export_dir)], logs / "export.log")  # fmt: skip
+    explains = [
+        Job(f"explain {method}", [*python, "vlp.explain", str(export_dir), "--probes", "200", "--method",
+                                  method, "--out", str(explain_dir / method)],
+            logs / f"explain_{method}.log", needs=("export",))
+        for method in EXPLAIN_METHODS
+    ]  # fmt: skip
+    plot = Job("plot", [*python, "vlp.plot", str(pretrain_dir)], logs / "plot.log")
+    return [export, *explains, plot]
+
+
+def run_after_pretraining(
+    finetunes: dict[str, tuple[Job, tuple[str, str]]], seeing: list[Job], run_dir: Path, parallel: int
+) -> tuple[dict[tuple[str, str], dict], set[str]]:
+    """The finetunes and the seeing jobs in one queue, ``parallel`` at a time, each with an equal share of
+    the CPU threads (the seeing jobs fill the gaps the finetunes leave). Returns ``{(task, init):
+    metrics}`` of the finetunes that finished and the names of the seeing jobs that failed; a failed run
+    is reported, not fatal."""
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    jobs = [job for job, _ in finetunes.values()] + seeing
     results: dict[tuple[str, str], dict] = {}
-    console.print(f"{len(jobs)} runs, {parallel} at a time, logs in {run_dir / 'finetune'}/<task>_<init>/")
+    failed: set[str] = set()
+    console.print(f"{len(finetunes)} finetuning runs and {len(seeing)} seeing steps, {parallel} at a time, "
+                  f"logs in {run_dir / 'finetune'}/<task>_<init>/ and {run_dir / 'logs'}/")  # fmt: skip
     for job, status, seconds in run_jobs(jobs, parallel, env):
         metrics = job.log.parent / "metrics.json"
-        if status == 0 and metrics.is_file():
-            results[keys[job.name]] = json.loads(metrics.read_text())
+        finished = status == 0 and (job.name not in finetunes or metrics.is_file())
+        if finished and job.name in finetunes:
+            results[finetunes[job.name][1]] = json.loads(metrics.read_text())
+        if finished:
             console.print(f"  {job.name}: done in {seconds:.0f} s")
         else:
+            failed.add(job.name)
             console.print(f"[red]  {job.name} failed after {seconds:.0f} s: see {job.log}[/red]")
-    return results
+    return results, failed
 
 
 def task_baselines(data_dir: Path, run_dir: Path) -> dict[str, tuple[float, str]]:
@@ -339,23 +369,15 @@ HIT_RATE_KEYS = ("hit_rate", "chance_object", "chance_cell")
 METHOD_NAMES = {"gradcam": "Grad-CAM", "occlusion": "occlusion"}  # one per vlp.explain.EXPLAIN_METHODS
 
 
-def explain_and_plot(run_dir: Path, pretrain_dir: Path) -> str:
-    """vlp-export the pretrained checkpoint, vlp-explain it on synthetic probes with each method (how often
-    the ITM heatmap peaks on the one object the text names, against chance) and vlp-plot its training
-    curves. Shown, not a pass/fail claim. Returns the lines for results.md."""
-    console.rule("seeing: vlp-export -> vlp-explain --probes 200 (ITM, Grad-CAM and occlusion); vlp-plot")
-    export_dir, explain_dir = run_dir / "export", run_dir / "explain"
-    python = [sys.executable, "-m"]
-    commands = [[*python, "vlp.export", str(pretrain_dir / "checkpoints" / "last.ckpt"), str(export_dir)]]
-    commands += [[*python, "vlp.explain", str(export_dir), "--probes", "200", "--method", method,
-                  "--out", str(explain_dir / method)] for method in EXPLAIN_METHODS]  # fmt: skip
-    commands += [[*python, "vlp.plot", str(pretrain_dir)]]
-    for command in commands:
-        if subprocess.run(command).returncode != 0:
-            return f"- `{' '.join(command[2:])}` failed"
-    lines = []
+def seeing_lines(run_dir: Path, pretrain_dir: Path, failed: set[str]) -> str:
+    """The lines results.md gives the seeing jobs: how often the ITM heatmap of each method peaks on the
+    one object the text names, against chance, and where the curves are. Shown, not a pass/fail claim."""
+    explain_dir, lines = run_dir / "explain", []
     for method in EXPLAIN_METHODS:
         name = METHOD_NAMES[method]
+        if {"export", f"explain {method}"} & failed:
+            lines.append(f"- vlp-explain --method {method} failed: see {run_dir / 'logs'}/")
+            continue
         result = json.loads((explain_dir / method / "hit_rate.json").read_text())
         hit, chance_object, chance_cell = (100 * result[key] for key in HIT_RATE_KEYS)
         lines.append(
@@ -363,8 +385,8 @@ def explain_and_plot(run_dir: Path, pretrain_dir: Path) -> str:
             f"scenes (chance: {chance_object:.1f} % for a random object of the scene, {chance_cell:.1f} % "
             f"for a random cell); examples in {explain_dir / method}/"
         )
-    lines.append(f"- training curves: {pretrain_dir / 'curves.png'}")
-    console.print("\n".join(lines))
+    plotted = "plot" not in failed
+    lines.append(f"- training curves: {pretrain_dir / 'curves.png'}" if plotted else "- vlp-plot failed")
     return "\n".join(lines)
 
 
@@ -386,8 +408,14 @@ def main() -> int:
     console.print(table)
     pretrained_at = time.monotonic()
 
-    console.rule("finetune: 4 tasks x (from scratch, from pretrained), same budget")
-    results = run_finetunes(data_dir, run_dir, pretrain_dir / "checkpoints" / "last.ckpt", PARALLEL_RUNS)
+    console.rule(
+        "finetune: 4 tasks x (from scratch, from pretrained), same budget; beside them, seeing: vlp-export "
+        "-> vlp-explain --probes 200 (ITM, Grad-CAM and occlusion); vlp-plot"
+    )
+    finetunes = finetune_jobs(data_dir, run_dir, pretrain_dir / "checkpoints" / "last.ckpt")
+    results, failed = run_after_pretraining(
+        finetunes, seeing_jobs(run_dir, pretrain_dir), run_dir, PARALLEL_RUNS
+    )
     rows, finetune_pass = finetune_table(results, task_baselines(data_dir, run_dir))
     downstream = Table(title="downstream tasks: from scratch vs from pretrained, same finetuning budget")
     for column in TABLE_HEADER:
@@ -405,7 +433,8 @@ def main() -> int:
         + "\n\n## downstream\n\n"
         + markdown_table(rows)
     )
-    seeing = explain_and_plot(run_dir, pretrain_dir)
+    seeing = seeing_lines(run_dir, pretrain_dir, failed)
+    console.print(seeing)
     (run_dir / "results.md").open("a").write("\n## seeing\n\n" + seeing + "\n")
     for dataset, summary in datasets.items():
         console.print(f"synthetic {dataset} shards: {summary}")
