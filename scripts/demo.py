@@ -257,8 +257,8 @@ def run_after_pretraining(
 ) -> tuple[dict[tuple[str, str], dict], set[str]]:
     """The finetunes and the seeing jobs in one queue, ``parallel`` at a time, each with an equal share of
     the CPU threads (the seeing jobs fill the gaps the finetunes leave). Returns ``{(task, init):
-    metrics}`` of the finetunes that finished and the names of the seeing jobs that failed; a failed run
-    is reported, not fatal."""
+    metrics}`` of the finetunes that finished and the names of the jobs that failed; a failed run is
+    reported, not fatal."""
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     jobs = [job for job, _ in finetunes.values()] + seeing

@@ -62,7 +62,7 @@ def tokenize(
     The same as ``tokenizer(texts, padding="longest", truncation=True, max_length=max_length,
     return_special_tokens_mask=True)``, asked of the Rust tokenizer directly: the transformers wrapper
     converts every encoding to Python lists and back and costs as much as the tokenizing itself (about
-    0.04 ms a caption, 1 % of the training pipeline's CPU, profiled in benchmarks/data_pipeline.py)."""
+    0.04 ms a caption, 1 % of the training pipeline's CPU; see benchmarks/README.md)."""
     backend = _padding_backend(tokenizer, max_length)
     if backend is None or not texts:
         encoded = tokenizer(

@@ -443,9 +443,9 @@ class ReadInBursts:
 
     The tar reading and grouping upstream are many small Python steps per sample. Interleaved one by one
     with image decoding and transforms, which sweep the CPU caches, they ran about 2.5x slower than in a
-    tight loop (py-spy in the DataLoader workers of benchmarks/data_pipeline.py: ~0.2 ms against ~0.08 ms
-    a sample); read in bursts they stay warm, and the pipeline spends 2-3 % less CPU per sample. The
-    samples, and so the batches, are the same."""
+    tight loop (~0.2 ms against ~0.08 ms a sample, py-spy in the DataLoader workers of
+    benchmarks/data_pipeline.py; see benchmarks/README.md); read in bursts they stay warm, and the
+    pipeline spends 2-3 % less CPU per sample. The samples, and so the batches, are the same."""
 
     def __init__(self, size: int = 128) -> None:
         if size < 1:
