@@ -33,6 +33,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
+from torchmetrics.functional.classification import binary_auroc
 
 from vlp.build import build_run
 from vlp.data.collate import tokenize
@@ -79,9 +80,12 @@ def make_probes(scenes: int, seed: int) -> tuple[list[Image.Image], list[list[st
 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """ROC AUC (ties count one half): P(a random positive outscores a random negative)."""
-    diff = positive[:, None] - negative[None, :]
-    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+    """ROC AUC: P(a random positive outscores a random negative)."""
+    scores = torch.from_numpy(np.concatenate([positive, negative]))
+    labels = torch.cat(
+        [torch.ones(len(positive), dtype=torch.long), torch.zeros(len(negative), dtype=torch.long)]
+    )
+    return float(binary_auroc(scores, labels))
 
 
 def summarise(scores: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, ...]]:
