@@ -38,13 +38,12 @@ from torchmetrics.functional.classification import binary_auroc
 from vlp.build import build_run
 from vlp.data.collate import tokenize
 from vlp.data.datamodule import eval_image_settings, eval_image_transform
-from vlp.data.synthetic import COLOURS, SHAPES, render_scene, sample_scene
+from vlp.data.synthetic import COLOURS, DEFAULT_IMAGE_SIZE, SHAPES, render_scene, sample_scene
 from vlp.objectives.base import pool_fused
 from vlp.train import CONFIG_DIR
 
 KINDS = ("positive", "colour", "shape", "random")
 TEMPLATE = "The picture contains {}."
-IMAGE_SIZE = 64  # the demo's data; the eval transform resizes to the model's size anyway
 JPEG_QUALITY = 92  # as vlp-synth writes its images
 
 
@@ -59,7 +58,7 @@ def make_probes(scenes: int, seed: int) -> tuple[list[Image.Image], list[list[st
     for index in range(scenes):
         rng = np.random.default_rng([seed, index])
         objects = sample_scene(rng)
-        image = render_scene(objects, IMAGE_SIZE, rng)
+        image = render_scene(objects, DEFAULT_IMAGE_SIZE, rng)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
         images.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))

@@ -61,7 +61,7 @@ BAD_CONFIGS = {  # override -> words the one-line error must contain
     "evaluators=[nlvr2]": "evaluators.nlvr2 needs nlvr2 data",
     "model=clip_tiny": "objectives.itm needs a fusion encoder, which model family clip does not have",
     "model=vilt_tiny": "objectives.itc needs unimodal embeddings in a shared space",
-    "model.vision.image_size=70": "model.vision.image_size=70 is not a multiple of the patch size 16",
+    "model.vision.image_size=70": "model.vision.image_size=70 is not a multiple of the patch size 24",
     "model.init_from=/no/such.ckpt": "model.init_from=/no/such.ckpt: no such file",
     "monitor=val/vqa/overall": "monitor=val/vqa/overall is not logged by this run",
     "data=synth_retrieval": "objectives.mlm needs masked tokens but data.mlm_probability=0.0",

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from vlp.data.synthetic import DEFAULT_IMAGE_SIZE as SIZE  # the demo model's image size
 from vlp.objectives.itc import contrastive_targets, symmetric_infonce
 
 WORLD_SIZE = 2
@@ -116,7 +117,7 @@ def global_batch() -> dict[str, torch.Tensor]:
     picked = (torch.rand(ids.shape, generator=generator) < 0.3) & mask.bool()
     picked[1::4] = False  # rows without masked tokens: ranks hold different counts
     return {
-        "pixel_values": torch.randn(GLOBAL_BATCH, 3, 64, 64, generator=generator),
+        "pixel_values": torch.randn(GLOBAL_BATCH, 3, SIZE, SIZE, generator=generator),
         "input_ids": ids,
         "attention_mask": mask,
         "mlm_input_ids": torch.where(picked, torch.full_like(ids, 4), ids),

@@ -180,7 +180,7 @@ def test_an_export_explains_its_itm_scores_patch_by_patch(exported, synth_data):
     images = open_images(sorted(caption_image_files(synth_data).values())[:3])
     texts = ["A red circle.", "Two blue squares and a green triangle.", "A white diamond on the left."]
     explanation = model.explain(images, texts)
-    assert explanation.grids.shape == (3, 4, 4)  # 64 px in 16 px patches, the class token dropped
+    assert explanation.grids.shape == (3, 3, 3)  # 72 px in 24 px patches, the class token dropped
     assert (explanation.grids >= 0).all() and explanation.answers is None
     itm = model.head(ImageTextMatching, "test", "")
     with torch.no_grad():
@@ -198,7 +198,7 @@ def test_an_export_explains_its_itm_scores_by_occlusion(exported, synth_data):
     images = open_images(sorted(caption_image_files(synth_data).values())[:3])
     texts = ["A red circle.", "Two blue squares and a green triangle.", "A white diamond on the left."]
     explanation = model.explain(images, texts, method="occlusion")
-    assert explanation.method == "occlusion" and explanation.grids.shape == (3, 8, 8)  # 16 px windows, 8 px
+    assert explanation.method == "occlusion" and explanation.grids.shape == (3, 8, 8)  # 18 px windows, 9 px
     torch.testing.assert_close(explanation.scores, model.explain(images, texts).scores, atol=1e-5, rtol=1e-5)
     # batches of 2 and 1 (several window positions per call either way): the same maps
     model.batch_size, batch_size = 2, model.batch_size
@@ -206,7 +206,7 @@ def test_an_export_explains_its_itm_scores_by_occlusion(exported, synth_data):
         torch.testing.assert_close(model.explain(images, texts, method="occlusion").grids, explanation.grids)
     finally:
         model.batch_size = batch_size
-    assert model.explain(images[:1], texts[:1], method="occlusion", window=32).grids.shape == (1, 4, 4)
+    assert model.explain(images[:1], texts[:1], method="occlusion", window=36).grids.shape == (1, 4, 4)
     with pytest.raises(ExplainError, match="window and stride set the occlusion"):
         model.explain(images[:1], texts[:1], window=8)
     with pytest.raises(ExplainError, match="layers choose Grad-CAM"):

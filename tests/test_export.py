@@ -116,7 +116,7 @@ def test_an_export_holds_exactly_the_model_and_inference_heads_of_the_checkpoint
     images, texts = open_images(sorted(caption_image_files(synth_data).values())[:2]), ["a red circle"] * 2
     if "itm" in heads:
         assert ((loaded.match(images, texts) > 0) & (loaded.match(images, texts) < 1)).all()
-        # occlusion explains any ITM head (ViLT's single stream too): 64 px, 16 px windows, 8 px blocks
+        # occlusion explains any ITM head (ViLT's single stream too): quarter-side windows, 8x8 blocks
         assert loaded.explain(images, texts, method="occlusion").grids.shape == (2, 8, 8)
     else:
         with pytest.raises(MissingHead, match="match needs the ImageTextMatching head"):

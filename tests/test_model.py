@@ -122,7 +122,8 @@ def test_fusion_ignores_padding_and_looks_at_the_image():
 
 
 def test_model_encodes_and_fuses(tiny_model):
-    pixels = torch.randn(3, 3, 64, 64)
+    size = tiny_model.vision.image_size
+    pixels = torch.randn(3, 3, size, size)
     ids = torch.randint(5, 50, (3, 6))
     encoded = tiny_model.encode(pixels, ids, torch.ones_like(ids))
     assert encoded.image.embedding.shape == encoded.text.embedding.shape == (3, tiny_model.dims.embed_dim)

@@ -112,7 +112,7 @@ def test_the_vilt_and_clip_references_are_what_transformers_builds():
 
 
 def test_finetuning_at_a_higher_resolution_interpolates_position_embeddings(synth_data, tmp_path):
-    """A 64 px pretraining checkpoint (4x4 patches) starts a 96 px run (6x6): pos_embed is resized as timm
+    """A 72 px pretraining checkpoint (3x3 patches) starts a 96 px run (4x4): pos_embed is resized as timm
     resizes its own weights, everything else loads unchanged."""
     from timm.layers import resample_abs_pos_embed
 
@@ -129,8 +129,8 @@ def test_finetuning_at_a_higher_resolution_interpolates_position_embeddings(synt
     system = build_run(cfg).system
     report = init_from_checkpoint(system, tmp_path / "pretrained.ckpt")
     name = "model.vision.backbone.pos_embed"
-    assert report.resized == [f"{name}: (1, 17, 128) -> (1, 37, 128)"] and not report.mismatched
-    expected = resample_abs_pos_embed(pretrained.state_dict()[name], new_size=[6, 6], num_prefix_tokens=1)
+    assert report.resized == [f"{name}: (1, 10, 128) -> (1, 17, 128)"] and not report.mismatched
+    expected = resample_abs_pos_embed(pretrained.state_dict()[name], new_size=[4, 4], num_prefix_tokens=1)
     assert torch.equal(system.state_dict()[name], expected)
     assert torch.equal(system.state_dict()[name][:, 0], pretrained.state_dict()[name][:, 0])  # class token
     weight = "model.vision.backbone.blocks.0.attn.qkv.weight"
@@ -149,7 +149,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(preset):
     remat = build_model(compose_train_config(remat_overrides), vocab_size=50)
     remat.load_state_dict(plain.state_dict())
     assert remat.vision.backbone.grad_checkpointing
-    pixels, ids = torch.randn(2, 3, 64, 64), torch.randint(5, 50, (2, 7))
+    size = plain.vision.image_size  # each preset at its own size
+    pixels, ids = torch.randn(2, 3, size, size), torch.randint(5, 50, (2, 7))
     mask = torch.ones_like(ids)
     grads = []
     for model in (plain, remat):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vlp.checkpoint import init_from_checkpoint
+from vlp.data.synthetic import DEFAULT_IMAGE_SIZE as SIZE  # the demo model's image size
 from vlp.objectives.itc import ImageTextContrastive, contrastive_targets, symmetric_infonce
 from vlp.objectives.momentum import FeatureQueue
 
@@ -12,7 +13,7 @@ from vlp.objectives.momentum import FeatureQueue
 def batch_of(rows: int, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return {
-        "pixel_values": torch.randn(rows, 3, 64, 64, generator=generator),
+        "pixel_values": torch.randn(rows, 3, SIZE, SIZE, generator=generator),
         "input_ids": torch.randint(5, 50, (rows, 6), generator=generator),
         "attention_mask": torch.ones(rows, 6, dtype=torch.long),
         "image_id": torch.arange(rows) + 100 * seed,

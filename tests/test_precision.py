@@ -57,7 +57,8 @@ def test_compiled_towers_give_the_eager_outputs_and_keep_their_parameter_names(s
     torch.manual_seed(0)
     compiled = build_run(compose_train_config([*base, "system.compile={}"])).system.model.eval()
     assert compiled.state_dict().keys() == eager.state_dict().keys()
-    pixels, ids = torch.randn(2, 3, 64, 64), torch.randint(5, 50, (2, 7))
+    size = eager.vision.image_size
+    pixels, ids = torch.randn(2, 3, size, size), torch.randint(5, 50, (2, 7))
     mask = torch.ones_like(ids)
     with torch.no_grad():
         expected = eager.encode(pixels, ids, mask)

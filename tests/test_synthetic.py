@@ -3,9 +3,11 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
-from vlp.data.synthetic import COLOURS, SHAPES, main
+from vlp.data.synthetic import COLOURS, DEFAULT_IMAGE_SIZE, GRID, SHAPES, main
+from vlp.train import CONFIG_DIR
 
 
 def digest(folder: Path) -> str:
@@ -85,3 +87,15 @@ def test_rejects_an_image_size_too_small_to_draw(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--image-size", "8"])
     assert "too small" in capsys.readouterr().err
+
+
+def test_demo_tower_has_one_patch_per_scene_cell(tmp_path):
+    """The demo's vision tower and vlp-synth's default scenes agree: one 24 px patch per cell of the 3x3
+    object grid (with cells straddling patches the tiny tower learned shape far slower), and the default
+    scenes are drawn at the tower's size, so nothing is resized."""
+    tower = OmegaConf.load(Path(CONFIG_DIR) / "model" / "vision" / "vit_tiny.yaml")
+    assert tower.image_size == DEFAULT_IMAGE_SIZE
+    assert tower.image_size == GRID * tower.model_kwargs.patch_size
+    main(["--out", str(tmp_path), "--tasks", "captions", "--n-train", "1", "--n-val", "1", "--n-test", "1"])
+    with Image.open(next((tmp_path / "images").glob("*.jpg"))) as image:
+        assert image.size == (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)

@@ -8,6 +8,7 @@ import functools
 import pytorch_lightning as pl
 import torch
 
+from vlp.data.synthetic import DEFAULT_IMAGE_SIZE as SIZE  # the demo model's image size
 from vlp.objectives.base import Objective
 from vlp.system import VLPSystem
 from vlp.types import ObjectiveOutput
@@ -38,7 +39,7 @@ class Catcher(pl.loggers.Logger):
 def batches(count: int) -> list[dict[str, torch.Tensor]]:
     return [
         {
-            "pixel_values": torch.randn(2, 3, 64, 64),
+            "pixel_values": torch.randn(2, 3, SIZE, SIZE),
             "input_ids": torch.randint(5, 50, (2, 6)),
             "attention_mask": torch.ones(2, 6, dtype=torch.long),
             "image_id": torch.tensor([index, index]),  # the metric's value on this batch = its index

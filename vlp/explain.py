@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from vlp.data.synthetic import GRID, render_scene, sample_scene
+from vlp.data.synthetic import DEFAULT_IMAGE_SIZE, GRID, render_scene, sample_scene
 from vlp.model.attention import MultiHeadAttention
 from vlp.model.coattention import CoAttentionFusion
 from vlp.model.fusion import CrossAttentionFusion
@@ -196,7 +196,7 @@ class Probe:
     num_objects: int
 
 
-def object_probes(count: int, task: str, image_size: int = 64, seed: int = 0) -> list[Probe]:
+def object_probes(count: int, task: str, image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0) -> list[Probe]:
     """Scenes of 2-4 objects (as vlp-synth draws them) with a text about one of them that nothing else in
     the scene matches: for ``itm`` the caption template "The picture contains a <colour> <shape>.", for
     ``vqa`` the question "What color is the <shape>?" about the only object of its shape."""
@@ -269,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, help="occlusion: window side in input pixels (side / 4)")
     parser.add_argument("--stride", type=int, help="occlusion: step in input pixels (window / 2)")
     parser.add_argument("--probes", type=int, help="score N synthetic scenes instead (heatmap peak hit rate)")
-    parser.add_argument("--image-size", type=int, default=64, help="--probes: scene size (vlp-synth's)")
+    parser.add_argument(
+        "--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="--probes: scene side in px"
+    )
     parser.add_argument("--seed", type=int, default=0, help="--probes: which scenes")
     parser.add_argument("--out", type=Path, help="the PNG (default heatmap.png), or with --probes a folder")
     args = parser.parse_args(argv)
