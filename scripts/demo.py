@@ -239,7 +239,7 @@ FINETUNES = [
 # per-shape accuracy after 600 supervised steps); with one 24 px patch per cell of the 72 px scenes it
 # learns it (99.8 %, scripts/patch_grid_probe.py), and pretraining improved (r_mean 51 vs 42), yet ITM and
 # ITC still do not ground shape (AUC 0.50), nor with swapped shape words in ITC too or a caption-word loss
-# on the image (branch words). Tracked in the issue notes.
+# on the image (tried, not kept). Tracked in the issue notes.
 KNOWN_GAPS = {"NLVR2"}
 
 
