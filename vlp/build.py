@@ -53,6 +53,8 @@ DATA_PROVIDERS: dict[str, Any] = {
     "bos_token_id": lambda data: _special_token(data.tokenizer, ("cls_token_id", "bos_token_id")),
     "eos_token_id": lambda data: _special_token(data.tokenizer, ("sep_token_id", "eos_token_id")),
     "pad_token_id": lambda data: _special_token(data.tokenizer, ("pad_token_id",)),
+    # token ids that are never words of a caption ([CLS], [SEP], [PAD], [MASK], [UNK])
+    "special_token_ids": lambda data: list(data.tokenizer.all_special_ids),
 }
 
 
