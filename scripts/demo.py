@@ -239,7 +239,9 @@ FINETUNES = [
 # per-shape accuracy after 600 supervised steps); with one 24 px patch per cell of the 72 px scenes it
 # learns it (99.8 %, scripts/patch_grid_probe.py), and pretraining improved (r_mean 51 vs 42), yet ITM and
 # ITC still do not ground shape (AUC 0.50), nor with swapped shape words in ITC too or a caption-word loss
-# on the image (tried, not kept). Tracked in the issue notes.
+# on the image (objectives=[itc,itm,mlm,words]). scripts/fusion_readout_probe.py: trained directly on
+# shape statements, the model learns nothing from scratch, but reads shape once its tower has been taught
+# shape (at lr 1e-4, not at the demo's 1e-3). Tracked in the issue notes.
 KNOWN_GAPS = {"NLVR2"}
 
 
