@@ -16,11 +16,13 @@ def test_word_targets_mark_each_caption_word_once_and_skip_special_tokens_and_pa
 
 
 def test_mean_average_precision_on_a_hand_worked_ranking():
-    # row 0: words at ranks 1 and 3 -> AP (1/1 + 2/3) / 2; row 1: its word first -> 1; row 2 has no word
-    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.2, 0.9, 0.1, 0.0], [0.5, 0.4, 0.3, 0.2]])
-    targets = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    # row 0: words at ranks 1 and 3 -> AP (1/1 + 2/3) / 2; row 1: its word first -> 1
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.2, 0.9, 0.1, 0.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
     expected = ((1.0 + 2.0 / 3.0) / 2 + 1.0) / 2
     assert mean_average_precision(scores, targets).item() == pytest.approx(expected)
+    # logits are often negative: a word ranked first is still ranked first
+    assert mean_average_precision(scores - 5.0, targets).item() == pytest.approx(expected)
 
 
 def test_caption_words_loss_is_bce_over_the_vocabulary_from_the_mean_vision_token(tiny_model):
@@ -42,6 +44,7 @@ def test_caption_words_loss_is_bce_over_the_vocabulary_from_the_mean_vision_toke
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert objective.train_word_counts[[7, 8, 9]].tolist() == [1, 1, 1]
     assert objective.train_word_counts.sum().item() == 3
+    assert output.metric_weights == {"map": 2, "prior_map": 2}
     output.loss.backward()
     # the signal reaches the vision tower itself, not only the head
     assert next(tiny_model.vision.parameters()).grad.abs().sum() > 0
@@ -59,3 +62,17 @@ def test_words_objective_builds_from_config_with_the_tokenizers_special_tokens(s
     tokenizer = run.datamodule.tokenizer
     assert sorted(words.ignore.tolist()) == sorted(set(tokenizer.all_special_ids))
     assert words.head.out_features == len(tokenizer)
+
+
+def test_caption_words_metrics_skip_a_caption_without_words(tiny_model):
+    objective = CaptionWords(tiny_model.dims, special_token_ids=[0, 2, 3]).eval()
+    size = tiny_model.vision.image_size
+    batch = {
+        "pixel_values": torch.randn(2, 3, size, size),
+        "input_ids": torch.tensor([[2, 7, 3], [2, 3, 0]]),  # the second caption is empty
+        "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
+    }
+    encoded = tiny_model.encode(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+    output = objective(batch, encoded, tiny_model)
+    assert output.metric_weights == {"map": 1, "prior_map": 1}
+    assert torch.isfinite(output.metrics["map"]) and 0.0 < output.metrics["map"].item() <= 1.0

@@ -55,19 +55,24 @@ class CaptionWords(Objective):
             if self.training:
                 self.train_word_counts += targets.sum(dim=0).long()
             prior = self.train_word_counts.float().expand_as(logits)
+            described = targets.any(dim=1)  # rows whose caption has a word: AP is undefined for the rest
+            count = int(described.sum())
             metrics = {
-                "map": mean_average_precision(logits, targets),
-                "prior_map": mean_average_precision(prior, targets),
+                "map": mean_average_precision(logits[described], targets[described]),
+                "prior_map": mean_average_precision(prior[described], targets[described]),
             }
-        return ObjectiveOutput(loss=loss, metrics=metrics)
+        return ObjectiveOutput(loss=loss, metrics=metrics, metric_weights={"map": count, "prior_map": count})
 
 
 def mean_average_precision(scores: Tensor, targets: Tensor) -> Tensor:
     """Mean over rows of the average precision of ranking the vocabulary by ``scores`` against the row's
-    words ``targets`` (rows without words are skipped)."""
+    words ``targets``; every row must have a word (0 for no rows: its metric weight is then 0 too).
+
+    Written out rather than torchmetrics' ``retrieval_average_precision``: that one (1.9) treats every
+    score <= 0 as not retrieved, which is wrong for logits and for never-seen words' counts."""
+    if not len(scores):
+        return scores.new_zeros(())
     order = scores.argsort(dim=1, descending=True)
     hits = targets.gather(1, order)
-    precision_at_hit = hits.cumsum(dim=1) / torch.arange(1, hits.shape[1] + 1, device=hits.device)
-    relevant = hits.sum(dim=1)
-    keep = relevant > 0
-    return ((precision_at_hit * hits).sum(dim=1)[keep] / relevant[keep]).mean()
+    ranks = torch.arange(1, hits.shape[1] + 1, device=hits.device)
+    return ((hits.cumsum(dim=1) / ranks * hits).sum(dim=1) / hits.sum(dim=1)).mean()
