@@ -17,9 +17,10 @@ def caption_word_targets(
     """``[B, V]`` multi-hot: 1 for every vocabulary entry that occurs in the row's caption, except the
     token ids in ``ignore`` (the tokenizer's special tokens) and padding."""
     targets = torch.zeros(input_ids.shape[0], vocab_size, device=input_ids.device)
+    # scatter_ writes (not adds): a word that occurs twice is still 1; padding writes 0 at the pad id
     targets.scatter_(1, input_ids, attention_mask.to(targets.dtype))
     targets[:, ignore] = 0.0
-    return targets.clamp_(max=1.0)
+    return targets
 
 
 class CaptionWords(Objective):
