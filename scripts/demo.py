@@ -36,7 +36,7 @@ VQA_TRAIN_QUESTIONS = "v2_OpenEnded_mscoco_train2014_questions.json"
 # tasks get 4000 scenes; NLVR2's statements need counting and comparing across two images, and with 2000
 # pairs (3.5k rows) it stayed at its majority label from scratch and from pretrained, at 1 to 6 epochs and
 # under every recipe tried (scripts/nlvr2_by_template.py, nlvr2_probe.py). With 12000 pairs, two epochs
-# from pretrained reach 59-67 % (three runs; majority 53 %); from scratch it still predicts one label.
+# from pretrained reach 59-65 % (four seeds; majority 53 %); from scratch it still predicts one label.
 NLVR2_TRAIN_PAIRS = 12000
 # Wide enough for the results table when the output is a pipe or a CI log rather than a terminal.
 console = Console(width=None if sys.stdout.isatty() else 120)
