@@ -370,7 +370,7 @@ def finetune_table(
             if finetune.task in ("VQA", "retrieval"):
                 passes = passes and scratch is not None and pretrained > scratch
             verdict = "pass" if passes else "FAIL"
-            all_pass = all_pass and verdict != "FAIL"
+            all_pass = all_pass and passes
             gain = None if scratch is None or pretrained is None else pretrained - scratch
             rows.append([label, f"{baseline:.2f}", _fmt(scratch), _fmt(pretrained), _fmt(gain, "+.2f"),
                          verdict, how])  # fmt: skip
